@@ -1,0 +1,44 @@
+# The README's two commands: `make demo` (set up + main job), `make test` (set up + all checks).
+# Both are idempotent and need no GPU and no network beyond the package registries.
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.pemt-installed
+export PIP_DISABLE_PIP_VERSION_CHECK := 1
+
+.PHONY: setup sysdeps demo test lint typecheck pytest bench clean
+
+# System packages the project uses (espeak-ng for speech in the synthetic dataset, chromium for
+# the browser tests). Installed when we are root and they are missing; otherwise a notice.
+sysdeps:
+	@bash scripts/sysdeps.sh
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q -U pip setuptools wheel
+	$(PY) -m pip install -q -e '.[dev]'
+	@touch $@
+
+setup: $(STAMP) sysdeps
+
+demo: setup
+	$(PY) -m pemt.demo
+
+lint: setup
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+typecheck: setup
+	$(VENV)/bin/mypy
+
+pytest: setup
+	$(VENV)/bin/pytest
+
+test: lint typecheck pytest
+
+bench: setup
+	$(PY) bench/run_all.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build *.egg-info
