@@ -133,7 +133,9 @@ class ModelConfig:
         known = {f.name for f in fields(cls)}
         unknown = set(d) - known
         if unknown:
-            raise ValueError(f"unknown model config keys {sorted(unknown)}; valid keys: {sorted(known)}")
+            raise ValueError(
+                f"unknown model config keys {sorted(unknown)}; valid keys: {sorted(known)}"
+            )
         d = dict(d)
         media = d.pop("media", {}) or {}
         mknown = {f.name for f in fields(MediaConfig)}

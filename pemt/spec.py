@@ -28,7 +28,12 @@ __all__ = [
 ]
 
 # numpy dtype name -> Triton config dtype
-_TRITON = {"uint8": "TYPE_UINT8", "float32": "TYPE_FP32", "float16": "TYPE_FP16", "bool": "TYPE_BOOL"}
+_TRITON = {
+    "uint8": "TYPE_UINT8",
+    "float32": "TYPE_FP32",
+    "float16": "TYPE_FP16",
+    "bool": "TYPE_BOOL",
+}
 # numpy dtype name -> tritonclient datatype string
 _WIRE = {"uint8": "UINT8", "float32": "FP32", "float16": "FP16", "bool": "BOOL"}
 
