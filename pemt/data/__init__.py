@@ -1,0 +1,1 @@
+"""Datasets: the synthetic labeled audio-visual set (:mod:`pemt.data.synth`)."""
