@@ -1,0 +1,65 @@
+"""``pemt params``: parameter counts per component and per sharing mode.
+
+The models are built on the meta device, so counting the 167M-parameter paper model allocates
+no weights and takes well under a second.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+__all__ = ["param_table", "register"]
+
+
+def param_table(config: str) -> dict[str, Any]:
+    """``{"config", "sharing", "modes": {mode: count_parameters(...)}}`` for every sharing mode."""
+    import torch
+
+    from pemt.config import SHARING_MODES, load_config
+    from pemt.model.checkpoint import count_parameters
+    from pemt.model.pemt import PEMT
+
+    cfg = load_config(config)
+    modes = {}
+    for mode in SHARING_MODES:
+        with torch.device("meta"):
+            modes[mode] = count_parameters(PEMT(cfg.replace(sharing=mode)))
+    return {"config": cfg.name, "sharing": cfg.sharing, "modes": modes}
+
+
+def _format(table: dict[str, Any]) -> str:
+    modes: dict[str, dict[str, int]] = table["modes"]
+    rows = list(next(iter(modes.values())))
+    heads = [m + (" *" if m == table["sharing"] else "") for m in modes]
+    widths = [max(12, len(h)) for h in heads]
+    lines = [
+        f"parameters of config {table['config']!r} per sharing mode (* = the config's own)",
+        f"{'component':<14}" + "".join(f"{h:>{w + 2}}" for h, w in zip(heads, widths, strict=True)),
+    ]
+    for row in rows:
+        cells = "".join(
+            f"{modes[m][row]:>{w + 2},}" for m, w in zip(modes, widths, strict=True)
+        )
+        lines.append(f"{row:<14}{cells}")
+    return "\n".join(lines)
+
+
+def _run(args: argparse.Namespace) -> int:
+    table = param_table(args.config)
+    print(json.dumps(table, indent=2) if args.json else _format(table))
+    return 0
+
+
+def register(subparsers: Any) -> None:
+    """Add ``pemt params`` to the ``pemt`` command line."""
+    p = subparsers.add_parser(
+        "params",
+        help="parameter counts per component and sharing mode",
+        description="Count parameters per component (visual_cnn, audio_cnn, projections, "
+        "embeddings, transformers, total) for every sharing mode of a config.",
+    )
+    p.add_argument("--config", default="paper", help="variant name or JSON file (default: paper)")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.set_defaults(func=_run)
