@@ -1,0 +1,1171 @@
+"""Durable vector index: SQLite is the source of truth, FAISS a derived in-memory structure.
+
+Durability. Every write is one SQLite transaction (WAL journal, ``synchronous=FULL``: the WAL
+is fsynced before COMMIT returns). The COMMIT is the acknowledgement: once ``upsert`` or
+``delete`` returns, the change survives kill -9 and power loss. (``synchronous="NORMAL"`` is an
+option: in WAL mode it still survives a process crash, since committed pages are in the OS
+before COMMIT returns, but the last transactions can be lost on power loss.) FAISS is updated
+after the commit; a crash between the two loses nothing, because FAISS is rebuilt on open.
+
+Open. The FAISS indexes come from the snapshot file (``index.snapshot``, written atomically,
+see ``_snapshot.py``) when it is intact and matches this database and configuration, and are
+then reconciled with SQLite by key: rows newer than the snapshot's sequence number are added,
+keys the snapshot has but SQLite no longer has (deleted or replaced since) are dropped.
+Reconciling by key set, not by a change log, also covers deletes without a tombstone table.
+A missing, partial, corrupt or mismatched snapshot is ignored and everything is rebuilt from
+SQLite.
+
+Keys. Each write of an item gets a fresh SQLite ``AUTOINCREMENT`` key (never reused), which is
+the FAISS id. Replacing an item therefore deletes the old key and adds a new one.
+Deleted keys are excluded from searches at once through an ``IDSelector`` and physically
+removed in batches (``remove_ids`` is O(n) per call for flat and IVF), or, for HNSW, which
+cannot remove, by a rebuild once a quarter of the graph is dead.
+
+Concurrency. One process owns an index directory (the server; run one worker per index).
+Writers are serialized by a mutex; FAISS mutations take the write side of a readers-writer
+lock, searches the read side, so readers always see a consistent FAISS state and run in
+parallel with each other and with SQLite commits. Every thread reads SQLite through its own
+connection (WAL readers do not block the writer).
+
+Filters are exact matches on top-level scalar metadata values, indexed in a ``tags`` table.
+A selective filter (at most ``prefilter_max`` matches) is answered exactly: the matching rows'
+vectors are read from SQLite and scored with numpy. A broad one searches FAISS with an
+over-fetch sized by the filter's selectivity and drops non-matching hits, growing the fetch
+until k hits are found or the index is exhausted.
+"""
+
+from __future__ import annotations
+
+import builtins
+import json
+import logging
+import math
+import os
+import sqlite3
+import threading
+import time
+import uuid
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Literal
+
+import faiss as _faiss
+import numpy as np
+
+from ._snapshot import SnapshotError, read_snapshot, remove_stray_temps, write_snapshot
+from .types import (
+    DEFAULT_MODALITIES,
+    MAX_K,
+    MAX_THUMBNAIL_BYTES,
+    Classification,
+    Hit,
+    Item,
+    Record,
+    as_vector,
+    canonical_value,
+    is_scalar,
+    matches,
+    validate_filter,
+    validate_id,
+    validate_metadata,
+)
+
+log = logging.getLogger(__name__)
+# faiss ships type stubs that lag its SWIG API (SearchParametersHNSW, IDSelector*, ...).
+faiss: Any = _faiss
+
+IndexType = Literal["flat", "ivf", "hnsw"]
+INDEX_TYPES = ("flat", "ivf", "hnsw")
+SCHEMA_VERSION = 1
+DB_NAME = "index.sqlite3"
+SNAPSHOT_NAME = "index.snapshot"
+_CHUNK = 8192
+_GPU_REFRESH_S = 5.0
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS info (name TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS items (
+    key INTEGER PRIMARY KEY AUTOINCREMENT,
+    id TEXT NOT NULL UNIQUE,
+    clip_id TEXT,
+    start REAL,
+    "end" REAL,
+    metadata TEXT NOT NULL,
+    modalities TEXT NOT NULL,
+    has_thumbnail INTEGER NOT NULL,
+    created_at REAL NOT NULL,
+    updated_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS items_clip ON items(clip_id);
+CREATE TABLE IF NOT EXISTS vectors (
+    modality TEXT NOT NULL, key INTEGER NOT NULL, vec BLOB NOT NULL,
+    PRIMARY KEY (modality, key)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS tags (
+    name TEXT NOT NULL, value TEXT NOT NULL, key INTEGER NOT NULL,
+    PRIMARY KEY (name, value, key)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS tags_key ON tags(key);
+CREATE TABLE IF NOT EXISTS thumbnails (key INTEGER PRIMARY KEY, data BLOB NOT NULL);
+"""
+_ITEM_COLS = (
+    'key, id, clip_id, start, "end", metadata, modalities, has_thumbnail, created_at, updated_at'
+)
+
+
+class _RWLock:
+    """Readers-writer lock with writer preference (a waiting writer blocks new readers)."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition(threading.Lock())
+        self._readers = 0
+        self._writer = False
+        self._waiting_writers = 0
+
+    @contextmanager
+    def read(self) -> Iterator[None]:
+        with self._cond:
+            while self._writer or self._waiting_writers:
+                self._cond.wait()
+            self._readers += 1
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._readers -= 1
+                if not self._readers:
+                    self._cond.notify_all()
+
+    @contextmanager
+    def write(self) -> Iterator[None]:
+        with self._cond:
+            self._waiting_writers += 1
+            while self._writer or self._readers:
+                self._cond.wait()
+            self._waiting_writers -= 1
+            self._writer = True
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._writer = False
+                self._cond.notify_all()
+
+
+class _Space:
+    """The FAISS index of one modality plus its not-yet-removed dead keys."""
+
+    def __init__(self, index: Any, trained_at: int = 0) -> None:
+        self.index = index
+        self.dead: set[int] = set()
+        self.trained_at = trained_at  # live count when the IVF was trained (0: not IVF yet)
+        self.version = 0  # bumped on every mutation (GPU copies compare it)
+        self._sel: tuple[Any, Any] | None = None
+
+    @property
+    def inner(self) -> Any:
+        return faiss.downcast_index(self.index.index)
+
+    @property
+    def is_ivf(self) -> bool:
+        return isinstance(self.inner, faiss.IndexIVF)
+
+    @property
+    def live(self) -> int:
+        return int(self.index.ntotal) - len(self.dead)
+
+    def keys(self) -> np.ndarray:
+        return faiss.vector_to_array(self.index.id_map).astype(np.int64)
+
+    def add(self, keys: np.ndarray, vecs: np.ndarray) -> None:
+        if len(keys):
+            self.index.add_with_ids(vecs, keys)
+            self.version += 1
+
+    def mark_dead(self, keys: Iterable[int]) -> None:
+        self.dead.update(keys)
+        self._sel = None
+        self.version += 1
+
+    def remove_dead(self) -> None:
+        if self.dead:
+            self.index.remove_ids(np.fromiter(self.dead, dtype=np.int64))
+            self.dead.clear()
+            self._sel = None
+            self.version += 1
+
+    def selector(self) -> Any:
+        """IDSelector that skips dead keys (None when there are none); call under the lock."""
+        if not self.dead:
+            return None
+        if self._sel is None:
+            batch = faiss.IDSelectorBatch(np.fromiter(self.dead, dtype=np.int64))
+            self._sel = (batch, faiss.IDSelectorNot(batch))
+        return self._sel[1]
+
+
+def _auto_nlist(n: int) -> int:
+    """IVF list count from size: sqrt(n) rounded to a power of two, 16 <= nlist <= n / 39."""
+    nlist = 2 ** round(math.log2(max(math.sqrt(max(n, 1)), 1.0)))
+    return int(max(16, min(nlist, n // 39, 65536)))
+
+
+class VectorIndex:
+    """Durable multi-modality vector index: SQLite (truth) + FAISS (derived, in memory).
+
+    Args:
+        path: directory holding ``index.sqlite3`` and ``index.snapshot``; created if missing.
+        dim: vector dimension D; required for a new index, checked against an existing one.
+        modalities: names of the vector spaces every item may have (fixed at creation).
+        index_type: ``"flat"`` (exact, default), ``"ivf"`` (IVF-Flat; exact flat until
+            ``ivf_min_train`` vectors exist, then trained with ``nlist`` lists, auto from size
+            when None, and retrained when the size has grown ``ivf_retrain_growth`` times)
+            or ``"hnsw"`` (HNSW-Flat with ``hnsw_m`` links, ``ef_construction``).
+        nprobe: IVF lists probed per search (None: nlist / 16, at least 8).
+        ef_search: HNSW search beam width (raised to k when k is larger).
+        synchronous: SQLite ``"FULL"`` (default, survives power loss) or ``"NORMAL"``.
+        prefilter_max: a filter matching at most this many items is answered by exact search
+            over just those items; broader filters over-fetch from FAISS.
+        snapshot_every: write a snapshot after this many changed rows (0: only on close and
+            ``snapshot()``); ``snapshot_on_close`` writes one on close when anything changed.
+        use_gpu: search on a GPU copy when ``faiss.get_num_gpus() > 0`` (flat and IVF only);
+            ignored without GPU FAISS.
+        normalize: L2-normalize vectors and queries (inner product is then cosine).
+
+    Raises ``ValueError`` for bad arguments, ids, vectors and metadata.
+    Use as a context manager, or call ``close()``.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        dim: int | None = None,
+        *,
+        modalities: Collection[str] = DEFAULT_MODALITIES,
+        index_type: IndexType = "flat",
+        nlist: int | None = None,
+        nprobe: int | None = None,
+        ivf_min_train: int = 4096,
+        ivf_retrain_growth: float = 4.0,
+        hnsw_m: int = 32,
+        ef_construction: int = 40,
+        ef_search: int = 64,
+        synchronous: Literal["FULL", "NORMAL"] = "FULL",
+        prefilter_max: int = 20_000,
+        snapshot_every: int = 100_000,
+        snapshot_on_close: bool = True,
+        compact_at: int = 1024,
+        use_gpu: bool = False,
+        normalize: bool = True,
+    ) -> None:
+        if index_type not in INDEX_TYPES:
+            raise ValueError(f"index_type must be one of {INDEX_TYPES}, got {index_type!r}")
+        if synchronous not in ("FULL", "NORMAL"):
+            raise ValueError(f"synchronous must be 'FULL' or 'NORMAL', got {synchronous!r}")
+        if dim is not None and (not isinstance(dim, int) or dim <= 0):
+            raise ValueError(f"dim must be a positive int, got {dim!r}")
+        mods = tuple(modalities)
+        if not mods or len(set(mods)) != len(mods) or not all(isinstance(m, str) for m in mods):
+            raise ValueError(f"modalities must be distinct names, got {modalities!r}")
+        for name, value in [
+            ("hnsw_m", hnsw_m),
+            ("ef_search", ef_search),
+            ("compact_at", compact_at),
+        ]:
+            if value <= 0:
+                raise ValueError(f"{name} must be positive, got {value}")
+        self.path = Path(path)
+        self.index_type: IndexType = index_type
+        self.nlist = nlist
+        self.nprobe = nprobe
+        self.ivf_min_train = max(ivf_min_train, 39 * 16)
+        self.ivf_retrain_growth = ivf_retrain_growth
+        self.hnsw_m = hnsw_m
+        self.ef_construction = ef_construction
+        self.ef_search = ef_search
+        self.prefilter_max = prefilter_max
+        self.snapshot_every = snapshot_every
+        self.snapshot_on_close = snapshot_on_close
+        self.compact_at = compact_at
+        self.normalize = normalize
+        self._closed = True
+
+        self.path.mkdir(parents=True, exist_ok=True)
+        self._db_path = self.path / DB_NAME
+        self._snap_path = self.path / SNAPSHOT_NAME
+        self._wcon = sqlite3.connect(self._db_path, isolation_level=None, check_same_thread=False)
+        self._wcon.execute("PRAGMA journal_mode=WAL")
+        self._wcon.execute(f"PRAGMA synchronous={synchronous}")
+        self._wcon.execute("PRAGMA busy_timeout=10000")
+        self._wcon.executescript(_SCHEMA)
+        self.dim, self.modalities, self._db_uuid = self._check_info(dim, mods)
+        self.synchronous = synchronous
+        self._mods_in = ",".join("?" * len(self.modalities))
+
+        self._write_mutex = threading.RLock()
+        self._rw = _RWLock()
+        self._local = threading.local()
+        self._readers: list[sqlite3.Connection] = []
+        self._readers_lock = threading.Lock()
+        self._spaces: dict[str, _Space] = {}
+        self._changes_since_snapshot = 0
+        self._snapshot_seq: int | None = None
+        self._count = int(self._wcon.execute("SELECT COUNT(*) FROM items").fetchone()[0])
+        self._gpu = self._init_gpu(use_gpu)
+        self._closed = False
+        try:
+            self._load()
+        except BaseException:
+            self._wcon.close()
+            self._closed = True
+            raise
+
+    # ------------------------------------------------------------------ open / close
+
+    def _check_info(
+        self, dim: int | None, mods: tuple[str, ...]
+    ) -> tuple[int, tuple[str, ...], str]:
+        info = dict(self._wcon.execute("SELECT name, value FROM info").fetchall())
+        if not info:
+            if dim is None:
+                raise ValueError(f"{self.path} holds no index yet; pass dim= to create one")
+            new = {
+                "schema_version": str(SCHEMA_VERSION),
+                "dim": str(dim),
+                "modalities": json.dumps(list(mods)),
+                "uuid": uuid.uuid4().hex,
+            }
+            with self._wcon:
+                self._wcon.execute("BEGIN IMMEDIATE")
+                self._wcon.executemany("INSERT OR IGNORE INTO info VALUES (?, ?)", new.items())
+            info = dict(self._wcon.execute("SELECT name, value FROM info").fetchall())
+        if int(info["schema_version"]) != SCHEMA_VERSION:
+            raise ValueError(
+                f"{self._db_path} has schema {info['schema_version']}, expected {SCHEMA_VERSION}"
+            )
+        stored_dim = int(info["dim"])
+        stored_mods = tuple(json.loads(info["modalities"]))
+        if dim is not None and dim != stored_dim:
+            raise ValueError(f"{self.path} holds {stored_dim}-d vectors, not dim={dim}")
+        if mods != DEFAULT_MODALITIES and mods != stored_mods:
+            raise ValueError(f"{self.path} has modalities {stored_mods}, not {mods}")
+        return stored_dim, stored_mods, info["uuid"]
+
+    def _init_gpu(self, use_gpu: bool) -> dict[str, Any] | None:
+        if not use_gpu:
+            return None
+        if faiss.get_num_gpus() <= 0 or not hasattr(faiss, "index_cpu_to_gpu"):
+            log.info("use_gpu: no GPU FAISS here, searching on the CPU")
+            return None
+        if self.index_type == "hnsw":
+            log.info("use_gpu: HNSW has no GPU form, searching on the CPU")
+            return None
+        return {
+            "res": faiss.StandardGpuResources(),
+            "copies": {},
+            "made": {},
+            "lock": threading.Lock(),
+        }
+
+    def _header(self, seq: int) -> dict[str, Any]:
+        return {
+            "db_uuid": self._db_uuid,
+            "seq": seq,
+            "dim": self.dim,
+            "index_type": self.index_type,
+            "hnsw_m": self.hnsw_m if self.index_type == "hnsw" else None,
+            "modalities": list(self.modalities),
+            "trained_at": {m: s.trained_at for m, s in self._spaces.items()},
+            "created_at": time.time(),
+        }
+
+    def _load(self) -> None:
+        t0 = time.perf_counter()
+        remove_stray_temps(self._snap_path)
+        source = "sqlite"
+        try:
+            header, indexes = read_snapshot(self._snap_path)
+            want = self._header(0)
+            for key in ("db_uuid", "dim", "index_type", "hnsw_m", "modalities"):
+                if header.get(key) != want[key]:
+                    raise SnapshotError(
+                        f"snapshot {key}={header.get(key)!r}, index has {want[key]!r}"
+                    )
+            if sorted(indexes) != sorted(self.modalities):
+                raise SnapshotError("snapshot sections do not match the modalities")
+            for m in self.modalities:
+                self._spaces[m] = _Space(indexes[m], int(header["trained_at"].get(m, 0)))
+            added, dropped = self._reconcile()
+            source = "snapshot"
+            self._snapshot_seq = int(header["seq"])
+            log.info("loaded snapshot seq=%s (+%d rows, -%d keys)", header["seq"], added, dropped)
+        except SnapshotError as exc:
+            if self._snap_path.exists():
+                log.warning(
+                    "ignoring snapshot %s (%s); rebuilding from SQLite", self._snap_path, exc
+                )
+            self._spaces = {m: self._build(m) for m in self.modalities}
+        self._load_info = {"source": source, "seconds": round(time.perf_counter() - t0, 3)}
+        with self._write_mutex:
+            for m in self.modalities:
+                self._maintain(m)
+        if source == "sqlite" and self._count >= 10_000:
+            self.snapshot()
+
+    def close(self) -> None:
+        """Write a snapshot (if ``snapshot_on_close`` and anything changed), close SQLite."""
+        if self._closed:
+            return
+        with self._write_mutex:
+            if self._closed:
+                return
+            if self.snapshot_on_close and (
+                self._changes_since_snapshot or self._snapshot_seq is None
+            ):
+                try:
+                    self.snapshot()
+                except Exception:  # the snapshot is only a cache; closing must not fail on it
+                    log.exception("snapshot on close failed")
+            with self._readers_lock:
+                for con in self._readers:
+                    con.close()
+                self._readers.clear()
+            self._wcon.close()
+            with self._rw.write():
+                self._closed = True
+                self._spaces = {}
+
+    def __enter__(self) -> VectorIndex:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise ValueError("the index is closed")
+
+    def _rcon(self) -> sqlite3.Connection:
+        """This thread's read connection."""
+        self._check_open()
+        con: sqlite3.Connection | None = getattr(self._local, "con", None)
+        if con is None:
+            con = sqlite3.connect(self._db_path, isolation_level=None, check_same_thread=False)
+            con.execute("PRAGMA query_only=1")
+            con.execute("PRAGMA busy_timeout=10000")
+            self._local.con = con
+            with self._readers_lock:
+                self._readers.append(con)
+        return con
+
+    # ------------------------------------------------------------------ building FAISS
+
+    def _new_index(self, n: int) -> tuple[Any, bool]:
+        """An empty index for ``n`` vectors; second value: it is an IVF that needs training."""
+        if self.index_type == "hnsw":
+            index = faiss.index_factory(
+                self.dim, f"IDMap2,HNSW{self.hnsw_m}", faiss.METRIC_INNER_PRODUCT
+            )
+            faiss.downcast_index(index.index).hnsw.efConstruction = self.ef_construction
+            return index, False
+        if self.index_type == "ivf" and n >= self.ivf_min_train:
+            nlist = min(self.nlist or _auto_nlist(n), max(1, n // 39))
+            return faiss.index_factory(
+                self.dim, f"IDMap2,IVF{nlist},Flat", faiss.METRIC_INNER_PRODUCT
+            ), True
+        return faiss.index_factory(self.dim, "IDMap2,Flat", faiss.METRIC_INNER_PRODUCT), False
+
+    def _live_keys(self, modality: str) -> np.ndarray:
+        rows = self._wcon.execute(
+            "SELECT key FROM vectors WHERE modality=? ORDER BY key", (modality,)
+        )
+        return np.fromiter((r[0] for r in rows), dtype=np.int64)
+
+    def _read_vectors(self, modality: str, keys: np.ndarray) -> np.ndarray:
+        """(len(keys), D) float32 vectors of ``keys`` from SQLite, in order."""
+        out = np.empty((len(keys), self.dim), dtype=np.float32)
+        for lo in range(0, len(keys), 500):
+            part = [int(k) for k in keys[lo : lo + 500]]
+            q = f"SELECT key, vec FROM vectors WHERE modality=? AND key IN ({','.join('?' * len(part))})"
+            got = dict(self._wcon.execute(q, (modality, *part)).fetchall())
+            for i, k in enumerate(part):
+                out[lo + i] = np.frombuffer(got[k], dtype=np.float32)
+        return out
+
+    def _iter_vectors(self, modality: str) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """All (keys, vectors) of a modality from SQLite, in key-ordered chunks."""
+        cur = self._wcon.execute(
+            "SELECT key, vec FROM vectors WHERE modality=? ORDER BY key", (modality,)
+        )
+        while rows := cur.fetchmany(_CHUNK):
+            keys = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+            vecs = np.frombuffer(b"".join(r[1] for r in rows), dtype=np.float32)
+            yield keys, vecs.reshape(len(rows), self.dim)
+
+    def _build(self, modality: str) -> _Space:
+        """Build the FAISS index of one modality from SQLite (caller holds no FAISS state)."""
+        t0 = time.perf_counter()
+        keys = self._live_keys(modality)
+        index, needs_training = self._new_index(len(keys))
+        trained_at = 0
+        if needs_training:
+            inner = faiss.downcast_index(index.index)
+            n_train = min(len(keys), 64 * inner.nlist)
+            rng = np.random.default_rng(0)
+            sample = np.sort(rng.choice(keys, size=n_train, replace=False))
+            inner.train(self._read_vectors(modality, sample))
+            trained_at = len(keys)
+        space = _Space(index, trained_at)
+        for chunk_keys, vecs in self._iter_vectors(modality):
+            space.add(chunk_keys, vecs)
+        if len(keys) >= 10_000:
+            log.info(
+                "built %s %s index of %d vectors in %.1f s",
+                modality, self.index_type, len(keys), time.perf_counter() - t0,
+            )  # fmt: skip
+        return space
+
+    def _reconcile(self) -> tuple[int, int]:
+        """Bring snapshot-loaded indexes up to the SQLite state; return (added, dropped)."""
+        added = dropped = 0
+        for m, space in self._spaces.items():
+            live = self._live_keys(m)
+            have = space.keys()
+            missing = np.setdiff1d(live, have, assume_unique=True)
+            stale = np.setdiff1d(have, live, assume_unique=True)
+            if len(missing):
+                space.add(missing, self._read_vectors(m, missing))
+            space.mark_dead(int(k) for k in stale)
+            added += len(missing)
+            dropped += len(stale)
+        return added, dropped
+
+    def _maintain(self, modality: str) -> None:
+        """After writes (write mutex held): compact dead keys, train or retrain IVF."""
+        space = self._spaces[modality]
+        live = space.live
+        rebuild = False
+        if self.index_type == "ivf":
+            if not space.is_ivf:
+                rebuild = live >= self.ivf_min_train
+            elif self.ivf_retrain_growth and self.nlist is None:
+                rebuild = live >= self.ivf_retrain_growth * max(space.trained_at, 1)
+        if self.index_type == "hnsw":
+            rebuild = len(space.dead) >= max(self.compact_at, space.index.ntotal // 4)
+        if rebuild:
+            new = self._build(modality)  # readers keep searching the old one meanwhile
+            with self._rw.write():
+                self._spaces[modality] = new
+        elif len(space.dead) >= self.compact_at and self.index_type != "hnsw":
+            with self._rw.write():
+                space.remove_dead()
+
+    # ------------------------------------------------------------------ writes
+
+    def _prepare(self, rec: Record) -> dict[str, Any]:
+        if not isinstance(rec, Record):
+            raise ValueError(f"expected a Record, got {type(rec).__name__}")
+        item_id = validate_id(rec.id)
+        if not isinstance(rec.vectors, Mapping) or not rec.vectors:
+            raise ValueError(f"{item_id}: vectors must be a non-empty dict of modality -> vector")
+        vectors = {}
+        for m, v in rec.vectors.items():
+            if m not in self.modalities:
+                raise ValueError(
+                    f"{item_id}: unknown modality {m!r}; known: {list(self.modalities)}"
+                )
+            vectors[m] = as_vector(v, self.dim, f"{item_id} {m} vector", normalize=self.normalize)
+        metadata, meta_text = validate_metadata(rec.metadata)
+        clip_id = rec.clip_id
+        if clip_id is None and isinstance(metadata.get("clip_id"), str):
+            clip_id = metadata["clip_id"]
+        if clip_id is not None:
+            validate_id(clip_id, "clip_id")
+        start, end = rec.start, rec.end
+        for name, t in (("start", start), ("end", end)):
+            if t is not None and (not isinstance(t, int | float) or not math.isfinite(t) or t < 0):
+                raise ValueError(
+                    f"{item_id}: {name} must be a finite number of seconds >= 0, got {t!r}"
+                )
+        if start is not None and end is not None and end < start:
+            raise ValueError(f"{item_id}: end ({end}) is before start ({start})")
+        thumb = rec.thumbnail
+        if thumb is not None:
+            if not isinstance(thumb, bytes | bytearray | memoryview):
+                raise ValueError(f"{item_id}: thumbnail must be JPEG bytes")
+            thumb = bytes(thumb)
+            if not thumb.startswith(b"\xff\xd8") or len(thumb) > MAX_THUMBNAIL_BYTES:
+                raise ValueError(
+                    f"{item_id}: thumbnail must be a JPEG of at most {MAX_THUMBNAIL_BYTES} bytes"
+                )
+        tags = [(k, canonical_value(v)) for k, v in metadata.items() if is_scalar(v)]
+        return {
+            "id": item_id,
+            "clip_id": clip_id,
+            "start": None if start is None else float(start),
+            "end": None if end is None else float(end),
+            "metadata": meta_text,
+            "vectors": vectors,
+            "thumbnail": thumb,
+            "tags": tags,
+        }
+
+    def _delete_key(self, key: int, removed: dict[str, list[int]]) -> None:
+        con = self._wcon
+        for (m,) in con.execute(
+            f"SELECT modality FROM vectors WHERE key=? AND modality IN ({self._mods_in})",
+            (key, *self.modalities),
+        ).fetchall():
+            removed.setdefault(m, []).append(key)  # fmt: skip
+        for m in self.modalities:
+            con.execute("DELETE FROM vectors WHERE modality=? AND key=?", (m, key))
+        con.execute("DELETE FROM tags WHERE key=?", (key,))
+        con.execute("DELETE FROM thumbnails WHERE key=?", (key,))
+        con.execute("DELETE FROM items WHERE key=?", (key,))
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        self._check_open()
+        con = self._wcon
+        con.execute("BEGIN IMMEDIATE")
+        try:
+            yield con
+        except BaseException:
+            con.execute("ROLLBACK")
+            raise
+        con.execute("COMMIT")  # the acknowledgement: durable from here on
+
+    def _apply(
+        self, added: dict[str, list[tuple[int, np.ndarray]]], removed: dict[str, list[int]]
+    ) -> None:
+        """Mirror a committed transaction into FAISS, then maintain the touched spaces."""
+        touched = set(added) | set(removed)
+        with self._rw.write():
+            for m in touched:
+                space = self._spaces[m]
+                if removed.get(m):
+                    space.mark_dead(removed[m])
+                if added.get(m):
+                    keys = np.array([k for k, _ in added[m]], dtype=np.int64)
+                    space.add(keys, np.stack([v for _, v in added[m]]))
+        for m in touched:
+            self._maintain(m)
+        self._changes_since_snapshot += sum(map(len, added.values())) + sum(
+            map(len, removed.values())
+        )
+        if self.snapshot_every and self._changes_since_snapshot >= self.snapshot_every:
+            self.snapshot()
+
+    def upsert_many(self, records: Iterable[Record]) -> list[str]:
+        """Insert or replace many items in ONE transaction; return their ids.
+
+        All or nothing: a bad record raises ``ValueError`` before anything is written.
+        Duplicate ids in one call are rejected.
+        """
+        prepared = [self._prepare(r) for r in records]
+        ids = [p["id"] for p in prepared]
+        if len(set(ids)) != len(ids):
+            raise ValueError("duplicate ids in one upsert_many call")
+        if not prepared:
+            return []
+        now = time.time()
+        added: dict[str, list[tuple[int, np.ndarray]]] = {}
+        removed: dict[str, list[int]] = {}
+        with self._write_mutex:
+            delta = 0
+            with self._transaction() as con:
+                for p in prepared:
+                    old = con.execute(
+                        "SELECT key, created_at FROM items WHERE id=?", (p["id"],)
+                    ).fetchone()
+                    created = now
+                    if old is not None:
+                        self._delete_key(old[0], removed)
+                        created = old[1]
+                    else:
+                        delta += 1
+                    cur = con.execute(
+                        f"INSERT INTO items ({_ITEM_COLS.removeprefix('key, ')}) VALUES (?,?,?,?,?,?,?,?,?)",
+                        (p["id"], p["clip_id"], p["start"], p["end"], p["metadata"],
+                         ",".join(p["vectors"]), int(p["thumbnail"] is not None), created, now),
+                    )  # fmt: skip
+                    key = int(cur.lastrowid or 0)
+                    con.executemany(
+                        "INSERT INTO vectors (modality, key, vec) VALUES (?,?,?)",
+                        [(m, key, v.tobytes()) for m, v in p["vectors"].items()],
+                    )
+                    con.executemany(
+                        "INSERT INTO tags (name, value, key) VALUES (?,?,?)",
+                        [(name, value, key) for name, value in p["tags"]],
+                    )
+                    if p["thumbnail"] is not None:
+                        con.execute(
+                            "INSERT INTO thumbnails (key, data) VALUES (?,?)", (key, p["thumbnail"])
+                        )
+                    for m, v in p["vectors"].items():
+                        added.setdefault(m, []).append((key, v))
+            self._count += delta
+            self._apply(added, removed)
+        return ids
+
+    def upsert(
+        self,
+        id: str,
+        vectors: Mapping[str, Any],
+        *,
+        metadata: Mapping[str, Any] | None = None,
+        start: float | None = None,
+        end: float | None = None,
+        thumbnail: bytes | None = None,
+        clip_id: str | None = None,
+    ) -> str:
+        """Insert or replace one item; durable (committed) when it returns. Returns the id.
+
+        ``vectors``: ``{"fused": v, "audio": v, "visual": v}`` (any non-empty subset), each a
+        (D,) array; L2-normalized here unless ``normalize=False``.
+        """
+        rec = Record(id, vectors, metadata, start, end, thumbnail, clip_id)
+        return self.upsert_many([rec])[0]
+
+    def _delete_where(self, where: str, args: tuple[Any, ...]) -> int:
+        removed: dict[str, list[int]] = {}
+        with self._write_mutex:
+            with self._transaction() as con:
+                keys = [r[0] for r in con.execute(f"SELECT key FROM items WHERE {where}", args)]
+                for key in keys:
+                    self._delete_key(key, removed)
+            if keys:
+                self._count -= len(keys)
+                self._apply({}, removed)
+        return len(keys)
+
+    def delete(self, id: str) -> bool:
+        """Delete an item; durable when it returns. False if there was no such id."""
+        return self._delete_where("id=?", (validate_id(id),)) > 0
+
+    def delete_clip(self, clip_id: str) -> int:
+        """Delete every item (window) of a clip; return how many."""
+        return self._delete_where("clip_id=?", (validate_id(clip_id, "clip_id"),))
+
+    # ------------------------------------------------------------------ reads
+
+    @staticmethod
+    def _row_item(row: tuple[Any, ...]) -> Item:
+        _, item_id, clip_id, start, end, meta, mods, thumb, created, updated = row
+        return Item(
+            id=item_id, clip_id=clip_id, start=start, end=end, metadata=json.loads(meta),
+            modalities=tuple(mods.split(",")) if mods else (), has_thumbnail=bool(thumb),
+            created_at=created, updated_at=updated,
+        )  # fmt: skip
+
+    def get(self, id: str, *, with_vectors: bool = False) -> Item | None:
+        """The item with this id (vectors too if asked), or None."""
+        con = self._rcon()
+        row = con.execute(
+            f"SELECT {_ITEM_COLS} FROM items WHERE id=?", (validate_id(id),)
+        ).fetchone()
+        if row is None:
+            return None
+        item = self._row_item(row)
+        if with_vectors:
+            rows = con.execute(
+                f"SELECT modality, vec FROM vectors WHERE key=? AND modality IN ({self._mods_in})",
+                (row[0], *self.modalities),
+            )
+            item.vectors = {m: np.frombuffer(v, dtype=np.float32).copy() for m, v in rows}
+        return item
+
+    def get_vector(self, id: str, modality: str = "fused") -> np.ndarray | None:
+        """The stored (D,) vector of an item in one modality, or None."""
+        self._check_modality(modality)
+        row = (
+            self._rcon()
+            .execute(
+                "SELECT v.vec FROM items i JOIN vectors v ON v.key = i.key AND v.modality = ? WHERE i.id = ?",
+                (modality, validate_id(id)),
+            )
+            .fetchone()
+        )
+        return None if row is None else np.frombuffer(row[0], dtype=np.float32).copy()
+
+    def thumbnail(self, id: str) -> bytes | None:
+        """The item's JPEG thumbnail bytes, or None."""
+        row = (
+            self._rcon()
+            .execute(
+                "SELECT t.data FROM items i JOIN thumbnails t ON t.key = i.key WHERE i.id = ?",
+                (validate_id(id),),
+            )
+            .fetchone()
+        )
+        return None if row is None else bytes(row[0])
+
+    def list(
+        self, offset: int = 0, limit: int = 100, *, clip_id: str | None = None
+    ) -> builtins.list[Item]:
+        """Items ordered by id (stable pagination), optionally only one clip's windows."""
+        if offset < 0 or not 1 <= limit <= 10_000:
+            raise ValueError(f"need offset >= 0 and 1 <= limit <= 10000, got {offset}, {limit}")
+        where, args = (
+            ("WHERE clip_id=?", (validate_id(clip_id, "clip_id"),)) if clip_id else ("", ())
+        )
+        rows = self._rcon().execute(
+            f"SELECT {_ITEM_COLS} FROM items {where} ORDER BY id LIMIT ? OFFSET ?",
+            (*args, limit, offset),
+        )
+        return [self._row_item(r) for r in rows]
+
+    def count(self) -> int:
+        """Number of items."""
+        self._check_open()
+        return self._count
+
+    def __len__(self) -> int:
+        return self.count()
+
+    def __contains__(self, id: object) -> bool:
+        return isinstance(id, str) and self.get(id) is not None
+
+    # ------------------------------------------------------------------ search
+
+    def _check_modality(self, modality: str) -> str:
+        if modality not in self.modalities:
+            raise ValueError(f"unknown modality {modality!r}; known: {list(self.modalities)}")
+        return modality
+
+    @staticmethod
+    def _tag_query(
+        conditions: builtins.list[tuple[str, str | None]],
+    ) -> tuple[str, builtins.list[str]]:
+        """SQL selecting the keys matching every condition; value None means 'present, not null'."""
+        parts, args = [], []
+        for name, value in conditions:
+            if value is None:
+                parts.append("SELECT key FROM tags WHERE name=? AND value != 'null'")
+                args.append(name)
+            else:
+                parts.append("SELECT key FROM tags WHERE name=? AND value=?")
+                args += [name, value]
+        return " INTERSECT ".join(parts), args
+
+    def _faiss_search(self, modality: str, q: np.ndarray, fetch: int, nprobe: int | None, ef: int | None) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+        with self._rw.read():
+            space = self._spaces[modality]
+            if space.index.ntotal == 0:
+                return np.empty(0, np.float32), np.empty(0, np.int64)
+            fetch = min(fetch, int(space.index.ntotal))
+            sel = space.selector()
+            if space.is_ivf:
+                nlist = space.inner.nlist
+                probe = nprobe or self.nprobe or min(nlist, max(8, nlist // 16))
+                params: Any = faiss.SearchParametersIVF(sel=sel, nprobe=int(probe))
+            elif self.index_type == "hnsw":
+                params = faiss.SearchParametersHNSW(
+                    sel=sel, efSearch=max(ef or self.ef_search, fetch)
+                )
+            else:
+                params = faiss.SearchParameters(sel=sel) if sel is not None else None
+            gpu = self._gpu_index(modality) if sel is None else None
+            if gpu is not None:
+                if space.is_ivf:
+                    gpu.nprobe = int(probe)
+                scores, keys = gpu.search(q[None], fetch)
+            else:
+                scores, keys = space.index.search(q[None], fetch, params=params)
+        ok = keys[0] >= 0
+        return scores[0][ok], keys[0][ok]
+
+    def _rows_by_key(self, keys: Iterable[int]) -> dict[int, tuple[Any, ...]]:
+        keys = [int(k) for k in keys]
+        out: dict[int, tuple[Any, ...]] = {}
+        con = self._rcon()
+        for lo in range(0, len(keys), 500):
+            part = keys[lo : lo + 500]
+            q = f"SELECT {_ITEM_COLS} FROM items WHERE key IN ({','.join('?' * len(part))})"
+            out.update((r[0], r) for r in con.execute(q, part))
+        return out
+
+    def _search(
+        self,
+        q: np.ndarray,
+        k: int,
+        modality: str,
+        conditions: builtins.list[tuple[str, str | None]],
+        keep: Callable[[Item], bool] | None,
+        nprobe: int | None,
+        ef_search: int | None,
+    ) -> builtins.list[Hit]:
+        if not isinstance(k, int) or not 1 <= k <= MAX_K:
+            raise ValueError(f"k must be an int in 1..{MAX_K}, got {k!r}")
+        con = self._rcon()
+        tag_sql, tag_args = self._tag_query(conditions) if conditions else ("", [])
+        n_total = self._spaces[modality].live
+        n_match = n_total
+        if conditions:
+            n_match = con.execute(
+                f"SELECT COUNT(*) FROM vectors WHERE modality=? AND key IN ({tag_sql})",
+                (modality, *tag_args),
+            ).fetchone()[0]
+            if n_match == 0:
+                return []
+
+        def accept(row: tuple[Any, ...]) -> Item | None:
+            item = self._row_item(row)
+            if conditions and not all(
+                (item.metadata.get(n) is not None and is_scalar(item.metadata[n])) if v is None
+                else matches(item.metadata, [(n, v)])
+                for n, v in conditions
+            ):  # fmt: skip
+                return None
+            return item if keep is None or keep(item) else None
+
+        def hit(item: Item, score: float) -> Hit:
+            return Hit(
+                item.id,
+                float(score),
+                item.start,
+                item.end,
+                item.metadata,
+                item.clip_id,
+                item.has_thumbnail,
+            )
+
+        hits: builtins.list[Hit] = []
+        if conditions and n_match <= self.prefilter_max:
+            # Selective filter: exact search over just the matching rows, read from SQLite.
+            rows = con.execute(
+                f"SELECT key, vec FROM vectors WHERE modality=? AND key IN ({tag_sql})",
+                (modality, *tag_args),
+            ).fetchall()
+            keys = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+            mat = np.frombuffer(b"".join(r[1] for r in rows), dtype=np.float32).reshape(
+                len(rows), self.dim
+            )
+            scores = mat @ q
+            order = np.argsort(-scores, kind="stable")
+            batch = k if keep is None else 2 * k + 16
+            for lo in range(0, len(order), batch):
+                part = order[lo : lo + batch]
+                by_key = self._rows_by_key(keys[part])
+                for i in part:
+                    row = by_key.get(int(keys[i]))
+                    item = accept(row) if row else None
+                    if item is not None:
+                        hits.append(hit(item, scores[i]))
+                        if len(hits) == k:
+                            return hits
+            return hits
+
+        # Broad or no filter: over-fetch from FAISS by the inverse selectivity, grow until k hits.
+        fetch = (
+            k if not (conditions or keep) else int(k * max(1.0, n_total / max(n_match, 1)) * 2) + 16
+        )
+        while True:
+            scores, keys = self._faiss_search(modality, q, fetch, nprobe, ef_search)
+            found = self._rows_by_key(keys)
+            hits = []
+            for s, key in zip(scores, keys, strict=True):
+                row = found.get(int(key))  # missing: deleted after the FAISS search
+                item = accept(row) if row else None
+                if item is not None:
+                    hits.append(hit(item, s))
+                    if len(hits) == k:
+                        return hits
+            if len(keys) < fetch or fetch >= n_total:
+                return hits
+            fetch *= 4
+
+    def search(
+        self,
+        vector: Any,
+        k: int = 10,
+        modality: str = "fused",
+        filter: Mapping[str, Any] | None = None,
+        *,
+        exclude: Collection[str] = (),
+        nprobe: int | None = None,
+        ef_search: int | None = None,
+    ) -> builtins.list[Hit]:
+        """The k nearest items by inner product (cosine) in one modality, best first.
+
+        ``filter``: exact match on top-level metadata values, all keys must match
+        (``{"label": "dog", "split": "val"}``). ``exclude``: ids to leave out.
+        ``nprobe``/``ef_search`` override the IVF/HNSW search settings for this call.
+        """
+        self._check_open()
+        self._check_modality(modality)
+        q = as_vector(vector, self.dim, "query vector", normalize=self.normalize)
+        conditions: builtins.list[tuple[str, str | None]] = list(validate_filter(filter))
+        skip = set(exclude)
+        keep = (lambda item: item.id not in skip) if skip else None
+        return self._search(q, k, modality, conditions, keep, nprobe, ef_search)
+
+    def search_by_id(
+        self,
+        id: str,
+        k: int = 10,
+        modality: str = "fused",
+        filter: Mapping[str, Any] | None = None,
+        *,
+        exclude_same_clip: bool = False,
+    ) -> builtins.list[Hit]:
+        """Search with a stored item's vector, leaving the item itself out (and, if asked,
+        every window of its clip). Raises ``KeyError`` if the id or its vector is missing."""
+        item = self.get(id)
+        vec = self.get_vector(id, modality)
+        if item is None or vec is None:
+            raise KeyError(f"no item {id!r} with a {modality!r} vector")
+        clip = item.clip_id
+
+        def keep(other: Item) -> bool:
+            return other.id != id and not (exclude_same_clip and clip and other.clip_id == clip)
+
+        conditions: builtins.list[tuple[str, str | None]] = list(validate_filter(filter))
+        return self._search(vec, k, modality, conditions, keep, None, None)
+
+    def classify(
+        self,
+        vector: Any,
+        k: int = 10,
+        modality: str = "fused",
+        filter: Mapping[str, Any] | None = None,
+        *,
+        exclude: Collection[str] = (),
+        label_key: str = "label",
+    ) -> Classification:
+        """k-NN vote among items whose metadata has a ``label``.
+
+        Each of the k nearest labeled neighbours votes for its label with weight
+        max(score, 0) (cosine); ``scores`` are each label's share of the total weight (plain
+        counts if every weight is 0); ``label`` is the top one (ties: the best neighbour's).
+        """
+        self._check_open()
+        self._check_modality(modality)
+        q = as_vector(vector, self.dim, "query vector", normalize=self.normalize)
+        conditions: builtins.list[tuple[str, str | None]] = [
+            *validate_filter(filter),
+            (label_key, None),
+        ]
+        skip = set(exclude)
+        keep = (lambda item: item.id not in skip) if skip else None
+        neighbors = self._search(q, k, modality, conditions, keep, None, None)
+        if not neighbors:
+            return Classification(label=None)
+        weights: dict[str, float] = {}
+        for h in neighbors:
+            label = str(h.metadata[label_key])
+            weights[label] = weights.get(label, 0.0) + max(h.score, 0.0)
+        total = sum(weights.values())
+        if total <= 0:
+            weights = {}
+            for h in neighbors:
+                label = str(h.metadata[label_key])
+                weights[label] = weights.get(label, 0.0) + 1.0
+            total = float(len(neighbors))
+        scores = {lab: w / total for lab, w in sorted(weights.items(), key=lambda kv: -kv[1])}
+        first = {str(h.metadata[label_key]): i for i, h in reversed(list(enumerate(neighbors)))}
+        best = max(scores, key=lambda lab: (scores[lab], -first[lab]))
+        return Classification(label=best, scores=scores, neighbors=neighbors)
+
+    # ------------------------------------------------------------------ snapshot, stats
+
+    def snapshot(self) -> int:
+        """Write the FAISS snapshot now (atomic); return the SQLite sequence it covers."""
+        with self._write_mutex:
+            self._check_open()
+            row = self._wcon.execute(
+                "SELECT seq FROM sqlite_sequence WHERE name='items'"
+            ).fetchone()
+            seq = int(row[0]) if row else 0
+            t0 = time.perf_counter()
+            with self._rw.read():
+                size = write_snapshot(
+                    self._snap_path,
+                    {m: s.index for m, s in self._spaces.items()},
+                    self._header(seq),
+                )
+            log.info("snapshot seq=%d, %d bytes in %.2f s", seq, size, time.perf_counter() - t0)
+            self._snapshot_seq = seq
+            self._changes_since_snapshot = 0
+            return seq
+
+    def rebuild(self) -> None:
+        """Rebuild every FAISS index from SQLite (e.g. to retrain IVF with the current size)."""
+        with self._write_mutex:
+            self._check_open()
+            for m in self.modalities:
+                new = self._build(m)
+                with self._rw.write():
+                    self._spaces[m] = new
+
+    def stats(self) -> dict[str, Any]:
+        """Counts and configuration, JSON-ready (for /info and /metrics)."""
+        self._check_open()
+        with self._rw.read():
+            spaces = {}
+            for m, s in self._spaces.items():
+                d: dict[str, Any] = {"vectors": s.live, "dead": len(s.dead)}
+                if s.is_ivf:
+                    nlist = s.inner.nlist
+                    d.update(
+                        ivf=True, nlist=nlist, nprobe=self.nprobe or min(nlist, max(8, nlist // 16))
+                    )
+                elif self.index_type == "ivf":
+                    d.update(ivf=False, trains_at=self.ivf_min_train)
+                spaces[m] = d
+        db_bytes = sum(p.stat().st_size for p in self.path.glob(DB_NAME + "*"))
+        return {
+            "count": self._count,
+            "dim": self.dim,
+            "index_type": self.index_type,
+            "modalities": spaces,
+            "hnsw": {"m": self.hnsw_m, "ef_search": self.ef_search}
+            if self.index_type == "hnsw"
+            else None,
+            "gpu": self._gpu is not None,
+            "synchronous": self.synchronous,
+            "db_bytes": db_bytes,
+            "snapshot_seq": self._snapshot_seq,
+            "snapshot_bytes": self._snap_path.stat().st_size if self._snap_path.exists() else 0,
+            "changes_since_snapshot": self._changes_since_snapshot,
+            "load": self._load_info,
+        }
+
+    # ------------------------------------------------------------------ GPU (optional)
+
+    def _gpu_index(self, modality: str) -> Any:
+        """A GPU copy of the modality's index if one is current, else None (search on CPU).
+
+        Copies carry the CPU index's version; a stale copy is never used. A new copy is made
+        at most every ``_GPU_REFRESH_S`` seconds, so a stream of writes does not turn every
+        search into a host-to-device copy. Not exercised here: no GPU FAISS on this machine.
+        """
+        if self._gpu is None:
+            return None
+        space = self._spaces[modality]
+        copy = self._gpu["copies"].get(modality)
+        if copy is not None and copy[0] is space and copy[1] == space.version:
+            return copy[2]
+        lock = self._gpu["lock"]
+        if time.monotonic() - self._gpu["made"].get(
+            modality, -1e9
+        ) < _GPU_REFRESH_S or not lock.acquire(blocking=False):
+            return None
+        try:
+            gpu = faiss.index_cpu_to_gpu(self._gpu["res"], 0, space.index)
+        except RuntimeError as exc:
+            log.warning("GPU copy failed (%s); searching on the CPU from now on", exc)
+            self._gpu = None
+            return None
+        finally:
+            lock.release()
+        self._gpu["copies"][modality] = (space, space.version, gpu)
+        self._gpu["made"][modality] = time.monotonic()
+        return gpu
