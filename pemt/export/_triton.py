@@ -1,0 +1,497 @@
+"""Triton model repository: config.pbtxt writing, the Python-backend ``model.py``, and checks.
+
+Configs are built as Triton ``ModelConfig`` protobufs (``tritonclient.grpc.model_config_pb2``)
+and written with protobuf's text format, so they always parse; ``check_repository`` then parses
+every ``config.pbtxt`` back and checks names, dtypes and dims against ``pemt.spec`` and against
+the ONNX graph next to it, independently of how the file was written.
+
+Ensemble layout (``layout="ensemble"``), and why it needs two reshape models
+-------------------------------------------------------------------------
+The CNNs batch per one-second *segment* (``spec.visual_cnn_inputs``: one segment per batch row,
+so Triton's dynamic batcher packs segments from many requests into one CNN call); the
+transformer batches per *window* of T segments. A Triton ensemble cannot reshape tensors, and a
+batching model must return as many rows as it got, so no batching model can turn (B, T, ...)
+into (B*T, ...). Triton does allow a batching ensemble to contain *non-batching* models
+(``max_batch_size: 0``) as long as the expanded shapes agree: a non-batching model with dims
+``[-1, T, ...]`` receives the ensemble tensor with its batch axis. So the ensemble is::
+
+    <name> (ensemble, max_batch_size N; same inputs/outputs as the single model)
+      to_segments  (non-batching ONNX Reshape)  frames (B,T,F,S,S,3) -> (B*T,F,S,S,3)
+                                                audio  (B,T,M,A)     -> (B*T,M,A)
+      visual_cnn   (batching, max_batch_size N*T)  (B*T,F,S,S,3) -> (B*T,Dv)
+      audio_cnn    (batching, max_batch_size N*T)  (B*T,M,A)     -> (B*T,Da)
+      to_windows   (non-batching ONNX Reshape)  (B*T,Dv) -> (B,T,Dv); (B*T,Da) -> (B,T,Da)
+      transformer  (batching, max_batch_size N)   features + masks -> spec.model_outputs
+
+The reshape models are tiny ONNX graphs, so they run on the same backend as the rest (the
+onnxruntime backend in NVIDIA's container, or our Python backend that runs ONNX Runtime).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pemt import spec
+from pemt.config import ModelConfig
+
+__all__ = [
+    "PYTHON_MODEL_PY",
+    "RESHAPE_TO_SEGMENTS",
+    "RESHAPE_TO_WINDOWS",
+    "ModelEntry",
+    "RepositoryPlan",
+    "check_repository",
+    "parse_config",
+    "plan_repository",
+    "reshape_onnx",
+    "write_config",
+]
+
+RESHAPE_TO_SEGMENTS = "to_segments"
+RESHAPE_TO_WINDOWS = "to_windows"
+
+_TRITON_TO_NP = {v: k for k, v in spec._TRITON.items()}  # "TYPE_FP32" -> "float32"
+
+
+@dataclass
+class ModelEntry:
+    """One model directory of the repository, before it is written."""
+
+    name: str
+    inputs: list[spec.TensorSpec]  # shapes without the batch axis when max_batch_size > 0
+    outputs: list[spec.TensorSpec]
+    max_batch_size: int
+    kind: str  # "compute" (exported from the model), "reshape", "ensemble"
+    preferred_batch_sizes: list[int] = field(default_factory=list)
+    steps: list[dict[str, Any]] = field(default_factory=list)  # ensemble only
+
+
+@dataclass
+class RepositoryPlan:
+    name: str
+    layout: str
+    entries: list[ModelEntry]
+
+
+def _segments(t: spec.TensorSpec, name: str | None = None) -> spec.TensorSpec:
+    """(T, *rest) window spec -> per-segment spec (*rest)."""
+    return spec.TensorSpec(name or t.name, t.dtype, t.shape[1:])
+
+
+def plan_repository(cfg: ModelConfig, name: str, layout: str, max_batch: int) -> RepositoryPlan:
+    """Which models, with which tensors, make up the repository (no files written)."""
+    ins, outs = spec.model_inputs(cfg), spec.model_outputs(cfg)
+    if layout == "single":
+        return RepositoryPlan(
+            name,
+            layout,
+            [ModelEntry(name, ins, outs, max_batch, "compute", _preferred(max_batch))],
+        )
+    if layout != "ensemble":
+        raise ValueError(f"layout={layout!r} is not one of ['single', 'ensemble']")
+    t = cfg.media.num_segments
+    frames, audio = ins[0], ins[1]
+    vin, vout = spec.visual_cnn_inputs(cfg), spec.visual_cnn_outputs(cfg)
+    ain, aout = spec.audio_cnn_inputs(cfg), spec.audio_cnn_outputs(cfg)
+    tin = spec.transformer_inputs(cfg)
+    # non-batching reshape models: shapes include the batch axis (-1)
+    to_seg = ModelEntry(
+        RESHAPE_TO_SEGMENTS,
+        [_with_batch(frames), _with_batch(audio)],
+        [
+            spec.TensorSpec("frames_segments", "uint8", (-1, *vin[0].shape)),
+            spec.TensorSpec("audio_segments", "float32", (-1, *ain[0].shape)),
+        ],
+        0,
+        "reshape",
+    )
+    to_win = ModelEntry(
+        RESHAPE_TO_WINDOWS,
+        [_with_batch(vout[0]), _with_batch(aout[0])],
+        [
+            spec.TensorSpec("visual_windows", "float32", (-1, t, cfg.visual_dim)),
+            spec.TensorSpec("audio_windows", "float32", (-1, t, cfg.audio_dim)),
+        ],
+        0,
+        "reshape",
+    )
+    seg_batch = max_batch * t
+    vis = ModelEntry(
+        spec.ENSEMBLE_VISUAL_CNN, vin, vout, seg_batch, "compute", _preferred(seg_batch)
+    )
+    aud = ModelEntry(
+        spec.ENSEMBLE_AUDIO_CNN, ain, aout, seg_batch, "compute", _preferred(seg_batch)
+    )
+    trf = ModelEntry(
+        spec.ENSEMBLE_TRANSFORMER, tin, outs, max_batch, "compute", _preferred(max_batch)
+    )
+    steps = [
+        {
+            "model_name": RESHAPE_TO_SEGMENTS,
+            "input_map": {"frames": "frames", "audio": "audio"},
+            "output_map": {
+                "frames_segments": "_frames_segments",
+                "audio_segments": "_audio_segments",
+            },
+        },
+        {
+            "model_name": spec.ENSEMBLE_VISUAL_CNN,
+            "input_map": {"frames": "_frames_segments"},
+            "output_map": {"visual_features": "_visual_segments"},
+        },
+        {
+            "model_name": spec.ENSEMBLE_AUDIO_CNN,
+            "input_map": {"audio": "_audio_segments"},
+            "output_map": {"audio_features": "_audio_segments_features"},
+        },
+        {
+            "model_name": RESHAPE_TO_WINDOWS,
+            "input_map": {
+                "visual_features": "_visual_segments",
+                "audio_features": "_audio_segments_features",
+            },
+            "output_map": {"visual_windows": "_visual_windows", "audio_windows": "_audio_windows"},
+        },
+        {
+            "model_name": spec.ENSEMBLE_TRANSFORMER,
+            "input_map": {
+                "visual_features": "_visual_windows",
+                "audio_features": "_audio_windows",
+                "visual_mask": "visual_mask",
+                "audio_mask": "audio_mask",
+            },
+            "output_map": {o.name: o.name for o in outs},
+        },
+    ]
+    ens = ModelEntry(name, ins, outs, max_batch, "ensemble", steps=steps)
+    return RepositoryPlan(name, layout, [to_seg, vis, aud, to_win, trf, ens])
+
+
+def _with_batch(t: spec.TensorSpec) -> spec.TensorSpec:
+    return spec.TensorSpec(t.name, t.dtype, (-1, *t.shape))
+
+
+def _preferred(max_batch: int) -> list[int]:
+    return sorted({b for b in (max_batch // 4, max_batch // 2, max_batch) if b > 1})
+
+
+def reshape_onnx(entry: ModelEntry, path: Path) -> None:
+    """A graph of ONNX Reshape nodes: input i -> output i, target shape = output dims."""
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    elem = {"uint8": TensorProto.UINT8, "float32": TensorProto.FLOAT}
+    nodes, inits, gin, gout = [], [], [], []
+    for i, o in zip(entry.inputs, entry.outputs, strict=True):
+        shape_name = f"{o.name}_shape"
+        inits.append(numpy_helper.from_array(np.array(o.shape, dtype=np.int64), shape_name))
+        nodes.append(helper.make_node("Reshape", [i.name, shape_name], [o.name]))
+        gin.append(helper.make_tensor_value_info(i.name, elem[i.dtype], ["batch", *i.shape[1:]]))
+        gout.append(
+            helper.make_tensor_value_info(o.name, elem[o.dtype], [f"{o.name}_rows", *o.shape[1:]])
+        )
+    graph = helper.make_graph(nodes, entry.name, gin, gout, inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.checker.check_model(model, full_check=True)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    onnx.save(model, str(path))
+
+
+# --- config.pbtxt ------------------------------------------------------------------------
+
+
+def build_config(
+    entry: ModelEntry,
+    *,
+    backend: str,
+    engine: bool,
+    precision: str,
+    instance_count: int = 1,
+    max_queue_delay_us: int = 2000,
+) -> Any:
+    """The Triton ``ModelConfig`` protobuf for ``entry``.
+
+    backend: ``onnxruntime`` (NVIDIA container; GPU instances, and the TensorRT execution
+    accelerator unless ``engine`` says a serialized TensorRT plan replaces the ONNX file) or
+    ``python`` (CPU instances running ``model.py`` = ONNX Runtime; for CPU-only Triton).
+    """
+    from tritonclient.grpc import model_config_pb2 as mc
+
+    c = mc.ModelConfig(name=entry.name, max_batch_size=entry.max_batch_size)
+    for t, coll in [(x, c.input) for x in entry.inputs] + [(x, c.output) for x in entry.outputs]:
+        coll.add(name=t.name, data_type=mc.DataType.Value(t.triton_dtype), dims=list(t.shape))
+    if entry.kind == "ensemble":
+        c.platform = "ensemble"
+        for s in entry.steps:
+            step = c.ensemble_scheduling.step.add(model_name=s["model_name"], model_version=-1)
+            step.input_map.update(s["input_map"])
+            step.output_map.update(s["output_map"])
+        return c
+    c.version_policy.latest.num_versions = 1
+    gpu = backend == "onnxruntime" and entry.kind == "compute"
+    kind = mc.ModelInstanceGroup.Kind.KIND_GPU if gpu else mc.ModelInstanceGroup.Kind.KIND_CPU
+    c.instance_group.add(kind=kind, count=instance_count)
+    if backend == "python":
+        c.backend = "python"
+    elif engine and entry.kind == "compute":
+        c.backend = "tensorrt"
+        c.default_model_filename = "model.plan"
+    else:
+        c.backend = "onnxruntime"
+        c.default_model_filename = "model.onnx"
+        if gpu:
+            acc = c.optimization.execution_accelerators.gpu_execution_accelerator.add(
+                name="tensorrt"
+            )
+            acc.parameters.update(
+                {
+                    "precision_mode": precision.upper(),
+                    "max_workspace_size_bytes": str(4 << 30),
+                    "trt_engine_cache_enable": "1",
+                    "trt_engine_cache_path": f"/tmp/trt_cache/{entry.name}",
+                }
+            )
+    if entry.max_batch_size > 0:
+        c.dynamic_batching.preferred_batch_size.extend(entry.preferred_batch_sizes)
+        c.dynamic_batching.max_queue_delay_microseconds = max_queue_delay_us
+    return c
+
+
+_HEADER = """\
+# Generated by export/build_engine.py (pemt.export); do not edit by hand.
+# Tensor names, dtypes and dims come from pemt.spec and are checked against model.onnx.
+"""
+
+
+def write_config(config: Any, path: Path, note: str = "") -> None:
+    from google.protobuf import text_format
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    extra = "".join(f"# {line}\n" for line in note.splitlines())
+    path.write_text(
+        _HEADER + extra + text_format.MessageToString(config, use_short_repeated_primitives=True)
+    )
+
+
+def parse_config(path: Path) -> Any:
+    """Parse ``config.pbtxt`` into Triton's ``ModelConfig`` protobuf (raises on bad syntax)."""
+    from google.protobuf import text_format
+    from tritonclient.grpc import model_config_pb2 as mc
+
+    return text_format.Parse(Path(path).read_text(), mc.ModelConfig())
+
+
+# --- Python backend ----------------------------------------------------------------------
+
+PYTHON_MODEL_PY = '''\
+"""Triton Python backend: runs model.onnx (next to this file) with ONNX Runtime on CPU.
+
+Generated by export/build_engine.py --triton-backend python. For a CPU-only Triton (such as the
+server inside the nvidia-pytriton wheel); NVIDIA's container serves the same model.onnx with its
+native onnxruntime backend instead. Names and dtypes are read from the model config, so this
+file is the same for every model of the repository. Requests the dynamic batcher groups are
+concatenated and run as one ONNX Runtime call.
+"""
+
+import json
+import os
+
+import numpy as np
+import onnxruntime as ort
+import triton_python_backend_utils as pb_utils
+
+
+class TritonPythonModel:
+    def initialize(self, args):
+        config = json.loads(args["model_config"])
+        self.batched = int(config.get("max_batch_size", 0)) > 0
+        self.inputs = [i["name"] for i in config["input"]]
+        self.outputs = [o["name"] for o in config["output"]]
+        self.out_dtypes = {
+            o["name"]: pb_utils.triton_string_to_numpy(o["data_type"]) for o in config["output"]
+        }
+        params = {k: v["string_value"] for k, v in config.get("parameters", {}).items()}
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = int(params.get("intra_op_threads", "0"))
+        options.log_severity_level = 3
+        path = os.path.join(args["model_repository"], args["model_version"], "model.onnx")
+        self.session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+
+    def _run(self, feeds):
+        outs = self.session.run(self.outputs, feeds)
+        return [np.ascontiguousarray(o, dtype=self.out_dtypes[n]) for n, o in zip(self.outputs, outs)]
+
+    def execute(self, requests):
+        feeds = [
+            {n: pb_utils.get_input_tensor_by_name(r, n).as_numpy() for n in self.inputs}
+            for r in requests
+        ]
+        try:
+            if self.batched and len(feeds) > 1:
+                sizes = [f[self.inputs[0]].shape[0] for f in feeds]
+                merged = self._run(
+                    {n: np.concatenate([f[n] for f in feeds]) for n in self.inputs}
+                )
+                cuts = np.cumsum(sizes)[:-1]
+                results = list(zip(*(np.split(o, cuts) for o in merged)))
+            else:
+                results = [self._run(f) for f in feeds]
+        except Exception as e:  # a bad batch fails its requests, never the server
+            err = pb_utils.TritonError(f"onnxruntime: {type(e).__name__}: {e}")
+            return [pb_utils.InferenceResponse(output_tensors=[], error=err) for _ in requests]
+        return [
+            pb_utils.InferenceResponse(
+                output_tensors=[pb_utils.Tensor(n, o) for n, o in zip(self.outputs, res)]
+            )
+            for res in results
+        ]
+
+    def finalize(self):
+        self.session = None
+'''
+
+
+# --- checks --------------------------------------------------------------------------------
+
+
+def _dims(t: Any) -> tuple[int, ...]:
+    return tuple(int(d) for d in t.dims)
+
+
+def _check_io(
+    where: str, got: Sequence[Any], want: Sequence[spec.TensorSpec], problems: list[str]
+) -> None:
+    names = [g.name for g in got]
+    if names != [w.name for w in want]:
+        problems.append(f"{where}: tensors {names}, expected {[w.name for w in want]}")
+        return
+    from tritonclient.grpc import model_config_pb2 as mc
+
+    for g, w in zip(got, want, strict=True):
+        dt = mc.DataType.Name(g.data_type)
+        if dt != w.triton_dtype:
+            problems.append(f"{where}: {g.name} data_type {dt}, expected {w.triton_dtype}")
+        if _dims(g) != tuple(w.shape):
+            problems.append(f"{where}: {g.name} dims {list(_dims(g))}, expected {list(w.shape)}")
+
+
+def _check_onnx(where: str, path: Path, entry: ModelEntry, problems: list[str]) -> None:
+    from pemt.export._onnx import onnx_io
+
+    if not path.is_file():
+        problems.append(f"{where}: missing {path}")
+        return
+    batch = (-1,) if entry.max_batch_size > 0 else ()
+    gin, gout = onnx_io(path)
+    for kind, got, want in (("input", gin, entry.inputs), ("output", gout, entry.outputs)):
+        if [g.name for g in got] != [w.name for w in want]:
+            problems.append(
+                f"{where}: ONNX {kind}s {[g.name for g in got]}, expected {[w.name for w in want]}"
+            )
+            continue
+        for g, w in zip(got, want, strict=True):
+            if g.dtype != w.dtype:
+                problems.append(f"{where}: ONNX {g.name} dtype {g.dtype}, expected {w.dtype}")
+            if tuple(g.shape) != (*batch, *w.shape):
+                problems.append(
+                    f"{where}: ONNX {g.name} shape {list(g.shape)}, expected {[*batch, *w.shape]}"
+                )
+
+
+def check_repository(repo: Path, plan: RepositoryPlan, *, backend: str, engine: bool) -> list[str]:
+    """Parse every config.pbtxt of ``plan`` and check it against pemt.spec (via the plan, which
+    is built from pemt.spec only), the ONNX graph, and the ensemble's data flow. Returns the list
+    of problems (empty = consistent)."""
+    problems: list[str] = []
+    configs: dict[str, Any] = {}
+    for entry in plan.entries:
+        d = Path(repo) / entry.name
+        where = f"{entry.name}/config.pbtxt"
+        try:
+            c = parse_config(d / "config.pbtxt")
+        except Exception as e:  # noqa: BLE001 - reported as a problem
+            problems.append(f"{where}: does not parse as Triton ModelConfig: {e}")
+            continue
+        configs[entry.name] = c
+        if c.name != entry.name:
+            problems.append(f"{where}: name {c.name!r}, expected the directory name {entry.name!r}")
+        if c.max_batch_size != entry.max_batch_size:
+            problems.append(
+                f"{where}: max_batch_size {c.max_batch_size}, expected {entry.max_batch_size}"
+            )
+        _check_io(f"{where} input", c.input, entry.inputs, problems)
+        _check_io(f"{where} output", c.output, entry.outputs, problems)
+        if entry.kind == "ensemble":
+            if c.platform != "ensemble":
+                problems.append(f"{where}: platform {c.platform!r}, expected 'ensemble'")
+            continue
+        version = d / "1"
+        if backend == "python" and not (version / "model.py").is_file():
+            problems.append(f"{where}: python backend without 1/model.py")
+        needs_plan = engine and entry.kind == "compute" and backend != "python"
+        if needs_plan and not (version / "model.plan").is_file():
+            problems.append(f"{where}: tensorrt backend without 1/model.plan")
+        _check_onnx(f"{entry.name}/1/model.onnx", version / "model.onnx", entry, problems)
+        if entry.max_batch_size > 0 and not c.HasField("dynamic_batching"):
+            problems.append(f"{where}: no dynamic_batching")
+    for entry in plan.entries:
+        if entry.kind == "ensemble" and entry.name in configs:
+            _check_ensemble(configs[entry.name], configs, problems)
+    return problems
+
+
+def _check_ensemble(ens: Any, configs: dict[str, Any], problems: list[str]) -> None:
+    """Every step model exists; its maps cover its inputs; every tensor is produced before it is
+    consumed; producer and consumer agree on dtype and (batch-expanded) dims."""
+    from tritonclient.grpc import model_config_pb2 as mc
+
+    def full(t: Any, c: Any) -> tuple[int, ...]:
+        return ((-1,) if c.max_batch_size > 0 else ()) + _dims(t)
+
+    where = f"{ens.name}/config.pbtxt"
+    avail = {t.name: (t.data_type, full(t, ens)) for t in ens.input}
+    for i, step in enumerate(ens.ensemble_scheduling.step):
+        c = configs.get(step.model_name)
+        if c is None:
+            problems.append(
+                f"{where}: step {i} uses model {step.model_name!r}, not in the repository"
+            )
+            continue
+        if 0 < c.max_batch_size < ens.max_batch_size:
+            problems.append(
+                f"{where}: {c.name} max_batch_size {c.max_batch_size} < {ens.max_batch_size}"
+            )
+        ins = {t.name: t for t in c.input}
+        if set(step.input_map) != set(ins):
+            problems.append(
+                f"{where}: step {c.name} maps inputs {sorted(step.input_map)}, model has {sorted(ins)}"
+            )
+        for key, tensor in step.input_map.items():
+            if tensor not in avail:
+                problems.append(
+                    f"{where}: step {c.name} reads {tensor!r} before any step produces it"
+                )
+            elif key in ins:
+                dt, dims = avail[tensor]
+                want = (ins[key].data_type, full(ins[key], c))
+                if dt != want[0] or dims != want[1]:
+                    problems.append(
+                        f"{where}: {tensor!r} is {mc.DataType.Name(dt)} {list(dims)} but {c.name}.{key} "
+                        f"wants {mc.DataType.Name(want[0])} {list(want[1])}"
+                    )
+        outs = {t.name: t for t in c.output}
+        for key, tensor in step.output_map.items():
+            if key not in outs:
+                problems.append(f"{where}: step {c.name} maps unknown output {key!r}")
+                continue
+            avail[tensor] = (outs[key].data_type, full(outs[key], c))
+    for t in ens.output:
+        if t.name not in avail:
+            problems.append(f"{where}: output {t.name!r} is produced by no step")
+        elif avail[t.name] != (t.data_type, full(t, ens)):
+            problems.append(f"{where}: output {t.name!r} dtype/dims differ from the producing step")
