@@ -1,0 +1,84 @@
+"""Service settings: environment variables with the prefix ``PEMT_`` (pydantic-settings).
+
+Bad values stop start-up with one message naming the variable and what is allowed.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+__all__ = ["Settings", "SettingsError", "load_settings"]
+
+
+class SettingsError(ValueError):
+    """The environment holds a value the service cannot start with."""
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="PEMT_", extra="ignore", frozen=True)
+
+    backend: Literal["onnx", "triton"] = "onnx"
+    triton_url: str = "127.0.0.1:8001"
+    triton_timeout_s: float = Field(30.0, gt=0)
+    triton_retries: int = Field(3, ge=0, le=20)
+    # a model repository (model_repository/), one model's folder in it, or a model.onnx file
+    model_path: Path = Path("model_repository")
+    model_name: str = Field("pemt", pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    # variant (name or JSON path) used only when the model repository does not describe itself
+    config_name: str | None = None
+    max_batch: int = Field(8, ge=1, le=1024)
+    data_dir: Path = Path("data")
+    index_type: Literal["flat", "ivf", "hnsw"] = "flat"
+    max_upload_bytes: int = Field(512 * 1024 * 1024, gt=0)
+    max_duration_s: float = Field(3600.0, gt=0)
+    max_pixels: int = Field(3840 * 2160, gt=0)
+    decode_timeout_s: float = Field(120.0, gt=0)
+    require_audio: bool = False
+    require_video: bool = False
+    api_keys: Annotated[tuple[str, ...], NoDecode] = ()
+    max_concurrent_jobs: int = Field(2, ge=1, le=256)
+    # how long a job may wait for a free slot before the answer is 429 with Retry-After
+    queue_wait_s: float = Field(0.0, ge=0)
+    retry_after_s: int = Field(2, ge=1)
+    decode_workers: int = Field(2, ge=1, le=64)
+    default_k: int = Field(10, ge=1, le=1000)
+    max_k: int = Field(1000, ge=1)
+
+    @field_validator("api_keys", mode="before")
+    @classmethod
+    def _split_keys(cls, v: Any) -> Any:
+        if isinstance(v, str):
+            return tuple(k.strip() for k in v.split(",") if k.strip())
+        return v
+
+    @field_validator("triton_url")
+    @classmethod
+    def _host_port(cls, v: str) -> str:
+        host, sep, port = v.rpartition(":")
+        if not sep or not host or not port.isdigit():
+            raise ValueError(
+                f"expected host:port for Triton's gRPC endpoint, e.g. 127.0.0.1:8001, got {v!r}"
+            )
+        return v
+
+    def public(self) -> dict[str, Any]:
+        """Settings safe to show in /info (no API keys)."""
+        d = self.model_dump(mode="json", exclude={"api_keys"})
+        d["api_keys"] = len(self.api_keys)
+        return d
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Settings from the environment (plus ``overrides``); a bad value raises SettingsError."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as e:
+        lines = []
+        for err in e.errors():
+            name = "PEMT_" + "_".join(str(p) for p in err["loc"]).upper()
+            lines.append(f"{name}={err.get('input')!r}: {err['msg']}")
+        raise SettingsError("invalid settings: " + "; ".join(lines)) from None

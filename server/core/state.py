@@ -1,0 +1,83 @@
+"""What the lifespan builds and every request uses: typed, owned by the app, no globals."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from server.backends import Backend
+from server.core.config import Settings
+from server.core.decode import DecodePool
+from server.core.errors import Busy
+from server.core.metrics import Metrics
+
+__all__ = ["AppState", "JobLimiter"]
+
+T = TypeVar("T")
+
+
+class JobLimiter:
+    """At most ``limit`` media jobs at once; beyond that, 429 with Retry-After (no unbounded queue)."""
+
+    def __init__(self, limit: int, wait_s: float, retry_after_s: int, metrics: Metrics) -> None:
+        self.limit = limit
+        self.wait_s = wait_s
+        self.retry_after_s = retry_after_s
+        self.metrics = metrics
+        self._sem = asyncio.Semaphore(limit)
+        self.in_flight = 0
+
+    async def acquire(self) -> None:
+        """Take a slot, or raise Busy (429 + Retry-After) when none frees within ``wait_s``."""
+        acquired = False
+        if not self._sem.locked():
+            await self._sem.acquire()
+            acquired = True
+        elif self.wait_s > 0:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._sem.acquire(), self.wait_s)
+                acquired = True
+        if not acquired:
+            self.metrics.jobs_rejected.inc()
+            raise Busy(
+                f"the server is busy ({self.limit} jobs running); retry after {self.retry_after_s} s",
+                self.retry_after_s,
+            )
+        self.in_flight += 1
+        self.metrics.jobs_in_flight.set(self.in_flight)
+
+    def release(self) -> None:
+        self.in_flight -= 1
+        self.metrics.jobs_in_flight.set(self.in_flight)
+        self._sem.release()
+
+    @contextlib.asynccontextmanager
+    async def slot(self) -> AsyncIterator[None]:
+        await self.acquire()
+        try:
+            yield
+        finally:
+            self.release()
+
+
+@dataclass
+class AppState:
+    settings: Settings
+    backend: Backend
+    index: Any  # server.index.VectorIndex
+    decoder: DecodePool
+    jobs: JobLimiter
+    metrics: Metrics
+    # FAISS + SQLite calls leave the event loop (VectorIndex is thread-safe: one writer, readers)
+    index_pool: ThreadPoolExecutor = field(
+        default_factory=lambda: ThreadPoolExecutor(max_workers=2, thread_name_prefix="pemt-index")
+    )
+    started: bool = False
+
+    async def run_index(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self.index_pool, lambda: fn(*args, **kwargs))

@@ -1,0 +1,123 @@
+"""The FastAPI app. ``create_app(settings=None, backend=None, index=None)`` builds it; nothing
+happens at import. For uvicorn: ``uvicorn server.main:create_app --factory`` or
+``uvicorn server.main:app`` (``app`` is built on first access).
+
+The lifespan builds the backend, the index and the decode pool (unless passed in), yields them as
+typed state, and closes what it built.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI
+
+from server.api.routes import classify, clips, embed, health, metrics, search
+from server.backends import Backend, create_backend
+from server.core.config import Settings, load_settings
+from server.core.decode import DecodePool
+from server.core.errors import install_error_handlers
+from server.core.metrics import Metrics, MetricsMiddleware
+from server.core.state import AppState, JobLimiter
+
+__all__ = ["create_app"]
+
+log = logging.getLogger("pemt.server")
+
+
+def open_index(settings: Settings, dim: int) -> Any:
+    from server.index.store import VectorIndex
+
+    return VectorIndex(settings.data_dir / "index", dim=dim, index_type=settings.index_type)
+
+
+def create_app(
+    settings: Settings | None = None, backend: Backend | None = None, index: Any | None = None
+) -> FastAPI:
+    settings = settings or load_settings()
+    metrics_ = Metrics()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, AppState]]:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        (settings.data_dir / "uploads").mkdir(exist_ok=True)
+        own_backend = backend is None
+        be = backend if backend is not None else await create_backend(settings)
+        own_index = index is None
+        try:
+            idx = index if index is not None else open_index(settings, be.cfg.embed_dim)
+        except BaseException:
+            if own_backend:
+                await be.close()
+            raise
+        decoder = DecodePool(settings.decode_workers, settings.decode_timeout_s)
+        state = AppState(
+            settings=settings,
+            backend=be,
+            index=idx,
+            decoder=decoder,
+            metrics=metrics_,
+            jobs=JobLimiter(
+                settings.max_concurrent_jobs,
+                settings.queue_wait_s,
+                settings.retry_after_s,
+                metrics_,
+            ),
+        )
+        try:
+            await state.run_index(lambda: None)
+            await _to_thread(decoder.warm)
+            state.started = True
+            log.info(
+                "pemt server ready: backend=%s config=%s data_dir=%s",
+                be.name,
+                be.cfg.name,
+                settings.data_dir,
+            )
+            yield {"pemt": state}
+        finally:
+            state.started = False
+            decoder.close()
+            if own_index and hasattr(idx, "close"):
+                await state.run_index(idx.close)
+            state.index_pool.shutdown(wait=True)
+            if own_backend:
+                await be.close()
+
+    app = FastAPI(
+        title="PEMT",
+        version="0.1.0",
+        summary="Audio-visual video embeddings: embed, search, classify.",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.metrics = metrics_
+    install_error_handlers(app)
+    for module in (embed, search, classify, clips, health, metrics):
+        app.include_router(module.router)
+    app.add_middleware(MetricsMiddleware, metrics=metrics_)
+    static = Path(__file__).parent / "static"
+    if static.is_dir() and any(static.iterdir()):
+        from fastapi.staticfiles import StaticFiles
+
+        app.mount("/", StaticFiles(directory=static, html=True), name="static")
+    return app
+
+
+async def _to_thread(fn: Any) -> Any:
+    import asyncio
+
+    return await asyncio.to_thread(fn)
+
+
+def __getattr__(name: str) -> Any:
+    # `uvicorn server.main:app`: build the app on first access, not at import
+    if name == "app":
+        app = create_app()
+        globals()["app"] = app
+        return app
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
