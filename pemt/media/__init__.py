@@ -1,5 +1,54 @@
-"""Torch-free media preprocessing shared by training and serving (see docs/ARCHITECTURE.md)."""
+"""Torch-free media preprocessing shared by training and serving (see docs/ARCHITECTURE.md).
+
+Decode any file FFmpeg reads (PyAV) into one-second segments of ``fps * segment_seconds``
+uint8 RGB frames (short side resized to ``image_size``, centre crop) and log-mel audio, then
+into model windows of ``num_segments`` segments::
+
+    from pemt.config import get_config
+    from pemt.media import batch_windows, load_windows
+
+    cfg = get_config("paper")
+    windows = load_windows("clip.mp4", cfg.media)
+    inputs = batch_windows(windows, cfg.media)  # keys/dtypes/shapes = pemt.spec.model_inputs
+
+Bad input raises a :class:`MediaError` subclass whose ``code`` is stable. Test media:
+:mod:`pemt.media.encode`.
+"""
 
 from __future__ import annotations
 
-__all__: list[str] = []
+from pemt.media._audio import log_mel, mel_filterbank, segment_log_mel
+from pemt.media._decode import DecodeLimits, MediaInfo, Source, probe
+from pemt.media._errors import (
+    CorruptMediaError,
+    DecodeTimeoutError,
+    EmptyMediaError,
+    LimitError,
+    MediaError,
+    MissingModalityError,
+    NoStreamError,
+    NotMediaError,
+)
+from pemt.media._windows import Window, batch_windows, iter_windows, load_windows
+
+__all__ = [
+    "CorruptMediaError",
+    "DecodeLimits",
+    "DecodeTimeoutError",
+    "EmptyMediaError",
+    "LimitError",
+    "MediaError",
+    "MediaInfo",
+    "MissingModalityError",
+    "NoStreamError",
+    "NotMediaError",
+    "Source",
+    "Window",
+    "batch_windows",
+    "iter_windows",
+    "load_windows",
+    "log_mel",
+    "mel_filterbank",
+    "probe",
+    "segment_log_mel",
+]

@@ -49,8 +49,9 @@ _LAYOUTS = {1: "mono", 2: "stereo", 6: "5.1"}
 _VIDEO_OPTIONS = {
     "libx264": {"crf": "16", "preset": "veryfast"},
     "libvpx-vp9": {"crf": "20", "b": "0", "deadline": "realtime", "cpu-used": "8"},
-    "mpeg4": {"qscale": "2"},
-    "mpeg1video": {"qscale": "2"},
+    # intra only: P-frames of these encoders skip the slow colour change of the time code
+    "mpeg4": {"qscale": "2", "g": "1"},
+    "mpeg1video": {"qscale": "2", "g": "1"},
 }
 
 
