@@ -1,0 +1,198 @@
+"""The search page at ``/`` in a real headless Chromium against the real server.
+
+Real parts only: the tiny model exported by ``pemt.export``, the server in its own uvicorn
+process with the embedded ONNX Runtime backend, a FAISS + SQLite index in a temp dir, H.264/AAC
+clips encoded by FFmpeg, and Debian's chromium driven by Playwright. Screenshots go to
+``artifacts/browser/``. Skipped (with the reason) only when chromium is not installed.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from browser_fixtures import (
+    PemtServer,
+    export_tiny_model,
+    find_chromium,
+    launch_chromium,
+    make_clip,
+)
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(
+        find_chromium() is None,
+        reason="chromium is not installed (scripts/sysdeps.sh installs it; "
+        "or set PEMT_CHROMIUM to a Chromium binary)",
+    ),
+]
+
+ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts" / "browser"
+API_KEY = "browser-test-key"
+LABELS = ("tone", "chirp", "tone")
+THUMBS_LOADED = """() => {
+  const imgs = [...document.querySelectorAll('#grid .card img.thumb')];
+  return imgs.length > 0 && imgs.every((i) => i.complete && i.naturalWidth > 0);
+}"""
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("browser")
+
+
+@pytest.fixture(scope="module")
+def model_repo(workdir: Path) -> Path:
+    return export_tiny_model(workdir / "model_repository")
+
+
+@pytest.fixture(scope="module")
+def clips(workdir: Path) -> dict[str, Path]:
+    d = workdir / "clips"
+    d.mkdir()
+    out = {
+        f"seed{i}": make_clip(d / f"seed{i}.mp4", seconds=6.0, pattern=i, tone_hz=300.0 + 200 * i)
+        for i in range(len(LABELS))
+    }
+    out["query"] = make_clip(d / "query.mp4", seconds=5.0, pattern=1, tone_hz=520.0)
+    corrupt = d / "holiday.mp4"
+    data = bytearray(out["query"].read_bytes())
+    data[: len(data) // 2] = bytes(len(data) // 2)  # header and half the media gone
+    corrupt.write_bytes(bytes(data))
+    out["corrupt"] = corrupt
+    return out
+
+
+def _seed(server: PemtServer, clips: dict[str, Path]) -> None:
+    for i, label in enumerate(LABELS):
+        server.embed(
+            clips[f"seed{i}"],
+            clip_id=f"seed{i}",
+            metadata={"label": label, "filename": f"seed{i}.mp4"},
+        )
+
+
+@pytest.fixture(scope="module")
+def server(workdir: Path, model_repo: Path, clips: dict[str, Path]) -> Iterator[PemtServer]:
+    with PemtServer(model_repo, workdir / "data-open") as s:
+        _seed(s, clips)
+        yield s
+
+
+@pytest.fixture(scope="module")
+def keyed_server(workdir: Path, model_repo: Path, clips: dict[str, Path]) -> Iterator[PemtServer]:
+    with PemtServer(model_repo, workdir / "data-keyed", api_keys=[API_KEY]) as s:
+        _seed(s, clips)
+        yield s
+
+
+@pytest.fixture
+def page(tmp_path: Path) -> Iterator[object]:
+    """A fresh browser profile per test (so no API key is left in localStorage)."""
+    with launch_chromium(tmp_path / "profile") as context:
+        p = context.new_page()
+        p.set_default_timeout(30_000)
+        errors: list[str] = []
+        p.on("pageerror", lambda e: errors.append(str(e)))
+        yield p
+        assert not errors, f"uncaught errors in the page: {errors}"
+
+
+def _search(page, path: Path) -> None:
+    page.set_input_files("#file", str(path))
+    page.click("#submit")
+
+
+def _error_text(page) -> str:
+    page.wait_for_selector("#error:not([hidden])")
+    return page.inner_text("#error")
+
+
+def test_search_shows_results_with_thumbnails(page, server: PemtServer, clips) -> None:
+    page.goto(server.page_url)
+    page.wait_for_function("document.querySelector('#info-count').textContent.trim() !== '–'")
+    assert page.inner_text("#info-count") == str(server.info()["count"])
+    assert "onnx" in page.inner_text("#info-backend")
+
+    _search(page, clips["query"])
+    page.wait_for_selector("#grid .card")
+    page.wait_for_function(THUMBS_LOADED)
+    cards = page.query_selector_all("#grid .card")
+    assert 1 <= len(cards) <= 8
+    ids = [c.get_attribute("data-id") for c in cards]
+    assert all(i and i.startswith("seed") for i in ids), ids
+    first = cards[0]
+    assert re.fullmatch(r"\d\d:\d\d-\d\d:\d\d", first.query_selector(".range").inner_text())
+    assert re.fullmatch(r"-?\d\.\d{3}", first.query_selector(".score-value").inner_text())
+    assert first.query_selector(".meta .is-label") is not None
+    widths = page.eval_on_selector_all("#grid img.thumb", "els => els.map((e) => e.naturalWidth)")
+    assert all(w > 0 for w in widths), widths
+    # no media route: the player stays hidden
+    assert page.is_hidden("#grid .card .play")
+
+    page.wait_for_selector("#class-bars .class-bar")
+    assert page.inner_text("#class-label").strip() in {"tone", "chirp"}
+    assert page.is_hidden("#error")
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "search.png"), full_page=True)
+
+
+def test_add_to_index_with_label(page, server: PemtServer, clips) -> None:
+    before = server.info()["count"]
+    page.goto(server.page_url)
+    page.set_input_files("#file", str(clips["query"]))
+    page.check("#store")
+    page.fill("#label", "query clip")
+    page.click("#submit")
+    page.wait_for_selector("#grid .card")
+    page.wait_for_function(THUMBS_LOADED)
+    # the stored windows of the upload itself are not listed as its own matches
+    ids = page.eval_on_selector_all("#grid .card", "els => els.map((e) => e.dataset.id)")
+    assert ids and all(i.startswith("seed") for i in ids), ids
+    after = server.info()["count"]
+    assert after > before
+    page.wait_for_function(
+        f"document.querySelector('#info-count').textContent.trim() === '{after}'"
+    )
+    assert "added to the index" in page.inner_text("#query-meta")
+
+
+def test_corrupt_file_shows_error(page, server: PemtServer, clips) -> None:
+    page.goto(server.page_url)
+    _search(page, clips["corrupt"])
+    text = _error_text(page)
+    assert (
+        "This video file is damaged and can't be read." in text
+        or "This file isn't a video we can read." in text
+    ), text
+    assert page.query_selector_all("#grid .card") == []
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "corrupt.png"))
+
+
+def test_api_key_required_then_accepted(page, keyed_server: PemtServer, clips) -> None:
+    page.goto(keyed_server.page_url)
+    page.wait_for_selector("#info-note:not([hidden])")
+    assert "API key" in page.inner_text("#info-note")
+
+    _search(page, clips["query"])
+    assert "This server needs an API key." in _error_text(page)
+    assert page.evaluate("document.activeElement.id") == "api-key"
+
+    page.fill("#api-key", "wrong-key")
+    page.click("#submit")
+    page.wait_for_function(
+        "document.querySelector('#error-title').textContent.includes('not accepted')"
+    )
+
+    page.fill("#api-key", API_KEY)
+    page.click("#submit")
+    page.wait_for_selector("#grid .card")
+    page.wait_for_function(THUMBS_LOADED)  # thumbnails too are fetched with the key
+    assert page.is_hidden("#error")
+    assert page.evaluate("localStorage.getItem('pemt.apiKey')") == API_KEY
+    page.reload()
+    assert page.input_value("#api-key") == API_KEY
