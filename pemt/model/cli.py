@@ -39,9 +39,7 @@ def _format(table: dict[str, Any]) -> str:
         f"{'component':<14}" + "".join(f"{h:>{w + 2}}" for h, w in zip(heads, widths, strict=True)),
     ]
     for row in rows:
-        cells = "".join(
-            f"{modes[m][row]:>{w + 2},}" for m, w in zip(modes, widths, strict=True)
-        )
+        cells = "".join(f"{modes[m][row]:>{w + 2},}" for m, w in zip(modes, widths, strict=True))
         lines.append(f"{row:<14}{cells}")
     return "\n".join(lines)
 

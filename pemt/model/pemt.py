@@ -98,6 +98,28 @@ class PEMT(nn.Module):
         valid = torch.cat([torch.ones_like(valid[:, :1]), valid], dim=1)  # (B, 1+T), BOS valid
         return self.transformers(self.drop(x), valid, modality)
 
+    def _check(
+        self, vf: torch.Tensor, af: torch.Tensor, vm: torch.Tensor, am: torch.Tensor
+    ) -> None:
+        cfg = self.cfg
+        bt = vf.shape[:2]
+        if vf.ndim != 3 or af.ndim != 3 or af.shape[:2] != bt or vm.shape != bt or am.shape != bt:
+            raise ValueError(
+                "expected features (B, T, dim) and masks (B, T) for the same B and T, got "
+                f"visual {tuple(vf.shape)}, audio {tuple(af.shape)}, "
+                f"visual_mask {tuple(vm.shape)}, audio_mask {tuple(am.shape)}"
+            )
+        if vf.shape[-1] != cfg.visual_dim or af.shape[-1] != cfg.audio_dim:
+            raise ValueError(
+                f"features must end in visual_dim={cfg.visual_dim} / audio_dim={cfg.audio_dim}, "
+                f"got {tuple(vf.shape)} / {tuple(af.shape)}"
+            )
+        if vf.shape[1] > cfg.media.num_segments:
+            raise ValueError(
+                f"{vf.shape[1]} segments > num_segments={cfg.media.num_segments}; "
+                "cut the clip into windows (pemt.media.iter_windows)"
+            )
+
     def forward_features(
         self,
         visual_features: torch.Tensor,
@@ -107,17 +129,8 @@ class PEMT(nn.Module):
     ) -> dict[str, torch.Tensor]:
         """CNN features (B, T, visual_dim) / (B, T, audio_dim), masks (B, T) bool (True = real
         segment) -> dict of spec outputs: embeddings (B, D), tokens (B, T, D)."""
-        cfg = self.cfg
-        if visual_features.shape[-1] != cfg.visual_dim or audio_features.shape[-1] != cfg.audio_dim:
-            raise ValueError(
-                f"features must end in visual_dim={cfg.visual_dim} / audio_dim={cfg.audio_dim}, "
-                f"got {tuple(visual_features.shape)} / {tuple(audio_features.shape)}"
-            )
-        if visual_features.shape[1] > cfg.media.num_segments:
-            raise ValueError(
-                f"{visual_features.shape[1]} segments > num_segments={cfg.media.num_segments}; "
-                "cut the clip into windows (pemt.media.iter_windows)"
-            )
+        if not torch.jit.is_tracing():  # static shapes; keep TracerWarnings out of export
+            self._check(visual_features, audio_features, visual_mask, audio_mask)
         vm, am = visual_mask.bool(), audio_mask.bool()  # (B, T)
         zero = torch.zeros((), dtype=visual_features.dtype, device=visual_features.device)
         v = torch.where(vm[..., None], visual_features, zero)  # padding content never enters
