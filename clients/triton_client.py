@@ -1,0 +1,289 @@
+"""Call Triton directly: decode and preprocess here with pemt.media, send windows over gRPC.
+
+    from clients.triton_client import TritonEmbedder
+    with TritonEmbedder("127.0.0.1:8001", model_name="pemt", config="tiny") as emb:
+        for window, out in emb.embed_file("clip.mp4"):
+            print(window.start, out["embedding"].shape)
+
+``AsyncTritonEmbedder.stream_file`` does the same over one bidirectional gRPC stream
+(``tritonclient.grpc.aio``): windows go out as they are decoded, results come back in order.
+On start, the served model's inputs and outputs are checked against :mod:`pemt.spec`.
+The model config comes from the served model (a ``pemt.config`` parameter in config.pbtxt) or
+``config`` (a variant name, JSON path or ModelConfig).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pemt.config import ModelConfig, load_config
+from pemt.spec import TensorSpec, model_inputs, model_outputs
+
+__all__ = ["AsyncTritonEmbedder", "TritonEmbedder", "TritonModelError", "check_served_model"]
+
+
+class TritonModelError(RuntimeError):
+    """The served model does not match pemt.spec, or no config could be determined."""
+
+
+def _resolve_config(
+    config: ModelConfig | str | Path | None, model_config: dict[str, Any]
+) -> ModelConfig:
+    if isinstance(config, ModelConfig):
+        return config
+    if config is not None:
+        return load_config(config)
+    params = model_config.get("parameters") or {}
+    for key in ("pemt.config", "pemt_config", "config"):
+        if key in params:
+            return ModelConfig.from_dict(json.loads(params[key]["string_value"]))
+    raise TritonModelError(
+        f"model {model_config.get('name')!r} does not carry a 'pemt.config' parameter; pass "
+        "config='tiny'|'small'|'paper' (or a JSON path) matching the export"
+    )
+
+
+def check_served_model(
+    cfg: ModelConfig, metadata: dict[str, Any], model_config: dict[str, Any]
+) -> None:
+    """Raise TritonModelError unless the served tensors match pemt.spec for ``cfg``."""
+    batched = int(model_config.get("max_batch_size", 0) or 0) > 0
+    served = {t["name"]: t for t in metadata.get("inputs", [])}
+    for spec in model_inputs(cfg):
+        t = served.get(spec.name)
+        if t is None:
+            raise TritonModelError(f"served model lacks input {spec.name!r} (has {sorted(served)})")
+        dims = [int(d) for d in t["shape"]][1 if batched else 0 :]
+        if (
+            t["datatype"] != spec.wire_dtype
+            or len(dims) != len(spec.shape)
+            or any(g != -1 and w != -1 and g != w for g, w in zip(dims, spec.shape, strict=True))
+        ):
+            raise TritonModelError(
+                f"served input {spec.name} is {t['datatype']}{t['shape']}, pemt.spec says "
+                f"{spec.wire_dtype}(batch, *{spec.shape}) for config {cfg.name!r}"
+            )
+    outs = {t["name"] for t in metadata.get("outputs", [])}
+    missing = [s.name for s in model_outputs(cfg) if s.name not in outs]
+    if missing:
+        raise TritonModelError(f"served model lacks outputs {missing}")
+
+
+def _check_batch(specs: list[TensorSpec], inputs: dict[str, np.ndarray]) -> None:
+    for s in specs:
+        if s.name not in inputs:
+            raise ValueError(f"missing input {s.name!r}; inputs are {[x.name for x in specs]}")
+        s.check(inputs[s.name])
+
+
+def _window_batch(window: Any) -> dict[str, np.ndarray]:
+    return {
+        "frames": window.frames[None],
+        "audio": window.audio[None],
+        "visual_mask": window.visual_mask[None],
+        "audio_mask": window.audio_mask[None],
+    }
+
+
+class TritonEmbedder:
+    """Synchronous gRPC client (tritonclient.grpc)."""
+
+    def __init__(
+        self,
+        url: str = "127.0.0.1:8001",
+        model_name: str = "pemt",
+        *,
+        config: ModelConfig | str | Path | None = None,
+        timeout_s: float = 60.0,
+        max_batch: int | None = None,
+    ) -> None:
+        import tritonclient.grpc as grpcclient
+
+        self._grpc = grpcclient
+        self.url, self.model_name, self.timeout_s = url, model_name, timeout_s
+        self._client = grpcclient.InferenceServerClient(url=url)
+        try:
+            mc = self._client.get_model_config(model_name, as_json=True, client_timeout=timeout_s)[
+                "config"
+            ]
+            meta = self._client.get_model_metadata(
+                model_name, as_json=True, client_timeout=timeout_s
+            )
+            self.cfg = _resolve_config(config, mc)
+            check_served_model(self.cfg, meta, mc)
+        except BaseException:
+            self._client.close()
+            raise
+        served_max = int(mc.get("max_batch_size", 0) or 0)
+        self.max_batch = min(max_batch or served_max or 8, served_max or 1 << 30)
+        self._inputs = model_inputs(self.cfg)
+        self._outputs = [s.name for s in model_outputs(self.cfg)]
+
+    def infer(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Model inputs (batch first, pemt.spec) -> outputs; splits into chunks of max_batch."""
+        _check_batch(self._inputs, inputs)
+        n = inputs["frames"].shape[0]
+        parts = []
+        for i in range(0, n, self.max_batch):
+            reqs = []
+            for s in self._inputs:
+                arr = np.ascontiguousarray(inputs[s.name][i : i + self.max_batch])
+                inp = self._grpc.InferInput(s.name, list(arr.shape), s.wire_dtype)
+                inp.set_data_from_numpy(arr)
+                reqs.append(inp)
+            outs = [self._grpc.InferRequestedOutput(n_) for n_ in self._outputs]
+            res = self._client.infer(
+                self.model_name, reqs, outputs=outs, client_timeout=self.timeout_s
+            )
+            parts.append({n_: res.as_numpy(n_) for n_ in self._outputs})
+        return {k: np.concatenate([p[k] for p in parts]) for k in self._outputs}
+
+    def embed_file(
+        self, path: str | Path, *, stride_s: float | None = None, batch: int = 4
+    ) -> Iterator[tuple[Any, dict[str, np.ndarray]]]:
+        """Decode ``path`` here and yield (window, outputs for that window) in order."""
+        from pemt.media import iter_windows
+
+        pending: list[Any] = []
+        for w in iter_windows(path, self.cfg.media, stride_s=stride_s):
+            pending.append(w)
+            if len(pending) == batch:
+                yield from self._flush(pending)
+                pending = []
+        if pending:
+            yield from self._flush(pending)
+
+    def _flush(self, windows: list[Any]) -> Iterator[tuple[Any, dict[str, np.ndarray]]]:
+        batch = {
+            k: np.concatenate([_window_batch(w)[k] for w in windows])
+            for k in ("frames", "audio", "visual_mask", "audio_mask")
+        }
+        out = self.infer(batch)
+        for i, w in enumerate(windows):
+            yield w, {k: v[i] for k, v in out.items()}
+
+    def close(self) -> None:
+        self._client.close()
+
+    def __enter__(self) -> TritonEmbedder:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class AsyncTritonEmbedder:
+    """Async gRPC client (tritonclient.grpc.aio) with bidirectional streaming. Use ``create``."""
+
+    def __init__(
+        self, client: Any, url: str, model_name: str, cfg: ModelConfig, timeout_s: float
+    ) -> None:
+        self._client, self.url, self.model_name, self.cfg = client, url, model_name, cfg
+        self.timeout_s = timeout_s
+        self._inputs = model_inputs(cfg)
+        self._outputs = [s.name for s in model_outputs(cfg)]
+
+    @classmethod
+    async def create(
+        cls,
+        url: str = "127.0.0.1:8001",
+        model_name: str = "pemt",
+        *,
+        config: ModelConfig | str | Path | None = None,
+        timeout_s: float = 60.0,
+    ) -> AsyncTritonEmbedder:
+        import tritonclient.grpc.aio as aio
+
+        client = aio.InferenceServerClient(url=url)
+        try:
+            mc = (
+                await client.get_model_config(model_name, as_json=True, client_timeout=timeout_s)
+            )["config"]
+            meta = await client.get_model_metadata(
+                model_name, as_json=True, client_timeout=timeout_s
+            )
+            cfg = _resolve_config(config, mc)
+            check_served_model(cfg, meta, mc)
+        except BaseException:
+            await client.close()
+            raise
+        return cls(client, url, model_name, cfg, timeout_s)
+
+    def _request(self, inputs: dict[str, np.ndarray], request_id: str) -> dict[str, Any]:
+        import tritonclient.grpc.aio as aio
+
+        reqs = []
+        for s in self._inputs:
+            arr = np.ascontiguousarray(inputs[s.name])
+            inp = aio.InferInput(s.name, list(arr.shape), s.wire_dtype)
+            inp.set_data_from_numpy(arr)
+            reqs.append(inp)
+        outs = [aio.InferRequestedOutput(n) for n in self._outputs]
+        return {
+            "model_name": self.model_name,
+            "inputs": reqs,
+            "outputs": outs,
+            "request_id": request_id,
+        }
+
+    async def infer(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        _check_batch(self._inputs, inputs)
+        req = self._request(inputs, "0")
+        res = await self._client.infer(
+            req["model_name"], req["inputs"], outputs=req["outputs"], client_timeout=self.timeout_s
+        )
+        return {n: res.as_numpy(n) for n in self._outputs}
+
+    async def stream(
+        self, batches: Iterable[dict[str, np.ndarray]]
+    ) -> AsyncIterator[dict[str, np.ndarray]]:
+        """Send every batch over one gRPC stream; yield outputs in the order sent."""
+        items = list(batches)
+        for b in items:
+            _check_batch(self._inputs, b)
+
+        async def requests() -> AsyncIterator[dict[str, Any]]:
+            for i, b in enumerate(items):
+                yield self._request(b, str(i))
+
+        got: dict[int, dict[str, np.ndarray]] = {}
+        nxt = 0
+        async for result, error in self._client.stream_infer(
+            requests(), stream_timeout=self.timeout_s
+        ):
+            if error is not None:
+                raise RuntimeError(f"Triton stream error: {error}")
+            rid = int(result.get_response().id)
+            got[rid] = {n: result.as_numpy(n) for n in self._outputs}
+            while nxt in got:
+                yield got.pop(nxt)
+                nxt += 1
+            if nxt == len(items):
+                break
+
+    async def stream_file(
+        self, path: str | Path, *, stride_s: float | None = None
+    ) -> AsyncIterator[tuple[Any, dict[str, np.ndarray]]]:
+        """Decode ``path`` here (in a thread), stream one request per window, yield in order."""
+        from pemt.media import load_windows
+
+        windows = await asyncio.to_thread(load_windows, path, self.cfg.media, stride_s=stride_s)
+        i = 0
+        async for out in self.stream(_window_batch(w) for w in windows):
+            yield windows[i], {k: v[0] for k, v in out.items()}
+            i += 1
+
+    async def close(self) -> None:
+        await self._client.close()
+
+    async def __aenter__(self) -> AsyncTritonEmbedder:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
