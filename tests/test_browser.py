@@ -33,6 +33,21 @@ pytestmark = [
 ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts" / "browser"
 API_KEY = "browser-test-key"
 LABELS = ("tone", "chirp", "tone")
+# Records every progress stage and percentage the page shows (uploads on localhost are quick).
+WATCH_PROGRESS = """() => {
+  window.__progress = [];
+  const log = () => window.__progress.push([
+    document.querySelector('#progress-stage').textContent,
+    document.querySelector('#progress-bar').getAttribute('aria-valuenow'),
+  ]);
+  new MutationObserver(log).observe(document.querySelector('#progress'),
+    { subtree: true, childList: true, characterData: true, attributes: true });
+}"""
+# Every form control and button has an accessible name.
+UNNAMED_CONTROLS = """() => [...document.querySelectorAll('input, button, select, textarea')]
+  .filter((e) => !(e.labels && e.labels.length) && !e.getAttribute('aria-label')
+                 && !e.textContent.trim())
+  .map((e) => e.id || e.outerHTML.slice(0, 60))"""
 THUMBS_LOADED = """() => {
   const imgs = [...document.querySelectorAll('#grid .card img.thumb')];
   return imgs.length > 0 && imgs.every((i) => i.complete && i.naturalWidth > 0);
@@ -116,9 +131,14 @@ def test_search_shows_results_with_thumbnails(page, server: PemtServer, clips) -
     page.wait_for_function("document.querySelector('#info-count').textContent.trim() !== '–'")
     assert page.inner_text("#info-count") == str(server.info()["count"])
     assert "onnx" in page.inner_text("#info-backend")
+    assert page.evaluate(UNNAMED_CONTROLS) == []
 
+    page.evaluate(WATCH_PROGRESS)
     _search(page, clips["query"])
     page.wait_for_selector("#grid .card")
+    stages = page.evaluate("window.__progress")
+    assert any(s.startswith("Uploading query.mp4") and pct == "100" for s, pct in stages), stages
+    assert any(s.startswith("Processing") for s, _ in stages), stages
     page.wait_for_function(THUMBS_LOADED)
     cards = page.query_selector_all("#grid .card")
     assert 1 <= len(cards) <= 8
@@ -138,6 +158,11 @@ def test_search_shows_results_with_thumbnails(page, server: PemtServer, clips) -
     assert page.is_hidden("#error")
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "search.png"), full_page=True)
+
+    # a phone-sized window: one column, nothing wider than the screen
+    page.set_viewport_size({"width": 390, "height": 844})
+    assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
+    page.screenshot(path=str(ARTIFACTS / "search-narrow.png"))
 
 
 def test_add_to_index_with_label(page, server: PemtServer, clips) -> None:
@@ -162,7 +187,9 @@ def test_add_to_index_with_label(page, server: PemtServer, clips) -> None:
 
 def test_corrupt_file_shows_error(page, server: PemtServer, clips) -> None:
     page.goto(server.page_url)
-    _search(page, clips["corrupt"])
+    page.set_input_files("#file", str(clips["corrupt"]))
+    page.focus("#k")
+    page.keyboard.press("Enter")  # the keyboard submits the form too
     text = _error_text(page)
     assert (
         "This video file is damaged and can't be read." in text

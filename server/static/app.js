@@ -273,6 +273,9 @@ async function refreshInfo() {
     el.infoBackend.title = details(info.backend);
     el.infoModel.textContent = describe(info.model);
     el.infoModel.title = details(info.model);
+    const windowSeconds = Number(info.model?.window_seconds);
+    const span = document.getElementById("window-seconds");
+    if (span && windowSeconds > 0) span.textContent = String(Math.round(windowSeconds * 10) / 10);
     // limits sit under "config" (the server's public settings); take the names we know
     const src = { ...(info.config || {}), ...(info.limits || {}) };
     state.limits = {
@@ -468,6 +471,8 @@ async function runSearch() {
     renderSummary(file, { windows, timings, elapsed, stored: store });
     renderResults(results, modality);
     hideProgress();
+    // One-column layout: the results sit below the form, bring them into view.
+    if (window.matchMedia("(max-width: 860px)").matches) el.summary.scrollIntoView({ block: "start" });
     if (classify) await runClassify({ file, queryId, k, modality, signal: abort.signal });
     else el.classification.hidden = true;
   } catch (e) {
