@@ -12,6 +12,7 @@ import re
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
 from browser_fixtures import (
     PemtServer,
@@ -73,11 +74,14 @@ def clips(workdir: Path) -> dict[str, Path]:
         for i in range(len(LABELS))
     }
     out["query"] = make_clip(d / "query.mp4", seconds=5.0, pattern=1, tone_hz=520.0)
-    corrupt = d / "holiday.mp4"
+    # random bytes over the middle quarter: the container opens, the media does not decode
     data = bytearray(out["query"].read_bytes())
-    data[: len(data) // 2] = bytes(len(data) // 2)  # header and half the media gone
-    corrupt.write_bytes(bytes(data))
-    out["corrupt"] = corrupt
+    a, b = len(data) // 2 - len(data) // 8, len(data) // 2 + len(data) // 8
+    data[a:b] = np.random.default_rng(0).integers(0, 256, b - a, dtype=np.uint8).tobytes()
+    out["corrupt"] = d / "holiday.mp4"
+    out["corrupt"].write_bytes(bytes(data))
+    out["text"] = d / "notes.mp4"
+    out["text"].write_text("this is not a video\n" * 50)
     return out
 
 
@@ -185,19 +189,25 @@ def test_add_to_index_with_label(page, server: PemtServer, clips) -> None:
     assert "added to the index" in page.inner_text("#query-meta")
 
 
-def test_corrupt_file_shows_error(page, server: PemtServer, clips) -> None:
+def test_bad_files_show_plain_errors(page, server: PemtServer, clips) -> None:
     page.goto(server.page_url)
     page.set_input_files("#file", str(clips["corrupt"]))
     page.focus("#k")
     page.keyboard.press("Enter")  # the keyboard submits the form too
     text = _error_text(page)
-    assert (
-        "This video file is damaged and can't be read." in text
-        or "This file isn't a video we can read." in text
-    ), text
+    assert "This video file is damaged and can't be read." in text, text
     assert page.query_selector_all("#grid .card") == []
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "corrupt.png"))
+
+    page.set_input_files("#file", str(clips["text"]))
+    assert page.is_hidden("#error")  # choosing another file clears the old error
+    page.click("#submit")
+    page.wait_for_function(
+        "document.querySelector('#error-title').textContent === \"This file isn't a video we can read.\""
+    )
+    page.click("#error-more summary")  # the server's own words are one click away
+    assert "not_media" in page.inner_text("#error-detail")
 
 
 def test_api_key_required_then_accepted(page, keyed_server: PemtServer, clips) -> None:
