@@ -4,8 +4,9 @@ Torch-free and public: the server, training, Triton and browser tests all make t
 
 The picture (display orientation, ``height x width``) at time ``t`` seconds:
 
-- top half: one flat colour. Red is a time code, ``16 + 224 * frac(t / PERIOD_S)``
-  (:func:`pattern_time` reads it back), green is set by ``pattern``, blue is 128.
+- top half: one flat colour that is a time code. Red is the fine part,
+  ``16 + 224 * frac(t / 2)``, blue the coarse part, ``16 + 224 * frac(t / PERIOD_S)``;
+  :func:`pattern_time` reads them back to about +-0.03 s. Green is set by ``pattern``.
 - bottom half: dark blue with a white square that crosses left to right every 2 s.
 
 The sound is a sine tone at ``tone_hz`` (amplitude 0.5) on every channel.
@@ -39,7 +40,8 @@ __all__ = [
     "pattern_time",
 ]
 
-PERIOD_S = 10.0  # the red time code wraps around every PERIOD_S seconds
+PERIOD_S = 32.0  # the time code wraps around every PERIOD_S seconds
+_FINE_S = 2.0  # period of the fine (red) part of the time code
 
 # short names -> FFmpeg encoder names
 _VIDEO_CODECS = {"h264": "libx264", "vp9": "libvpx-vp9", "mpeg4": "mpeg4", "mpeg1": "mpeg1video"}
@@ -60,15 +62,15 @@ def pattern_green(pattern: int) -> int:
     return 40 + (int(pattern) * 53) % 176
 
 
-def _timecode(t: float) -> float:
-    return 16.0 + 224.0 * ((t / PERIOD_S) % 1.0)
+def _level(t: float, period: float) -> int:
+    return round(16.0 + 224.0 * ((t / period) % 1.0))
 
 
 def pattern_frame(t: float, width: int, height: int, pattern: int = 0) -> np.ndarray:
     """The picture at ``t`` seconds, uint8 RGB ``(height, width, 3)``, display orientation."""
     img = np.empty((height, width, 3), np.uint8)
     top = height // 2
-    img[:top] = (round(_timecode(t)), pattern_green(pattern), 128)
+    img[:top] = (_level(t, _FINE_S), pattern_green(pattern), _level(t, PERIOD_S))
     img[top:] = (0, 0, 64)
     size = max(2, height // 4)
     x = round(((t / 2.0) % 1.0) * max(0, width - size))
@@ -83,9 +85,11 @@ def pattern_time(rgb: np.ndarray) -> float:
     Uses the middle of the top half, so it survives resizing and centre cropping.
     """
     h, w = rgb.shape[:2]
-    patch = rgb[max(0, h // 8) : max(1, 3 * h // 8), w // 4 : max(w // 4 + 1, 3 * w // 4), 0]
-    red = float(patch.astype(np.float64).mean())
-    return (red - 16.0) / 224.0 * PERIOD_S
+    patch = rgb[max(0, h // 8) : max(1, 3 * h // 8), w // 4 : max(w // 4 + 1, 3 * w // 4)]
+    red, _, blue = patch.reshape(-1, 3).astype(np.float64).mean(axis=0)
+    fine = (red - 16.0) / 224.0 * _FINE_S
+    coarse = (blue - 16.0) / 224.0 * PERIOD_S
+    return fine + _FINE_S * round((coarse - fine) / _FINE_S)  # about -0.03 just after 0
 
 
 def _frame_times(seconds: float, fps: int, vfr: bool) -> list[float]:
