@@ -750,6 +750,15 @@ class VectorIndex:
         """Delete an item; durable when it returns. False if there was no such id."""
         return self._delete_where("id=?", (validate_id(id),)) > 0
 
+    def delete_many(self, ids: Iterable[str]) -> int:
+        """Delete many items in one transaction; return how many existed."""
+        wanted = sorted({validate_id(i) for i in ids})
+        n = 0
+        for lo in range(0, len(wanted), 500):
+            part = wanted[lo : lo + 500]
+            n += self._delete_where(f"id IN ({','.join('?' * len(part))})", tuple(part))
+        return n
+
     def delete_clip(self, clip_id: str) -> int:
         """Delete every item (window) of a clip; return how many."""
         return self._delete_where("clip_id=?", (validate_id(clip_id, "clip_id"),))
