@@ -8,6 +8,7 @@ clips encoded by FFmpeg, and Debian's chromium driven by Playwright. Screenshots
 
 from __future__ import annotations
 
+import base64
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -49,6 +50,16 @@ UNNAMED_CONTROLS = """() => [...document.querySelectorAll('input, button, select
   .filter((e) => !(e.labels && e.labels.length) && !e.getAttribute('aria-label')
                  && !e.textContent.trim())
   .map((e) => e.id || e.outerHTML.slice(0, 60))"""
+# Drops a file on the drop zone the way a browser does (DataTransfer with one File).
+DROP_FILE = """([name, b64]) => {
+  const bytes = Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
+  const dt = new DataTransfer();
+  dt.items.add(new File([bytes], name, { type: 'video/mp4' }));
+  const zone = document.querySelector('#dropzone');
+  for (const type of ['dragenter', 'dragover', 'drop']) {
+    zone.dispatchEvent(new DragEvent(type, { bubbles: true, cancelable: true, dataTransfer: dt }));
+  }
+}"""
 THUMBS_LOADED = """() => {
   const imgs = [...document.querySelectorAll('#grid .card img.thumb')];
   return imgs.length > 0 && imgs.every((i) => i.complete && i.naturalWidth > 0);
@@ -172,7 +183,9 @@ def test_search_shows_results_with_thumbnails(page, server: PemtServer, clips) -
 def test_add_to_index_with_label(page, server: PemtServer, clips) -> None:
     before = server.info()["count"]
     page.goto(server.page_url)
-    page.set_input_files("#file", str(clips["query"]))
+    path = clips["query"]
+    page.evaluate(DROP_FILE, [path.name, base64.b64encode(path.read_bytes()).decode()])
+    assert page.inner_text("#file-name") == path.name
     page.check("#store")
     page.fill("#label", "query clip")
     page.click("#submit")

@@ -508,7 +508,10 @@ async function runClassify({ file, queryId, k, modality, signal }) {
     }
     renderClassification(out);
   } catch (e) {
-    if (e?.name === "AbortError") throw e;
+    if (e?.name === "AbortError") {
+      el.classification.hidden = true;
+      throw e;
+    }
     el.classLabel.textContent = "No prediction";
     el.classNote.textContent = e.code === "no_labels" || e.code === "index_empty" ? PLAIN[e.code][0] : e.title;
   }
