@@ -111,9 +111,10 @@ def test_small_full_size_forward() -> None:
 
 
 @pytest.mark.parametrize("sharing", SHARING_MODES)
-def test_padded_content_changes_nothing(sharing: str) -> None:
-    cfg = tiny(sharing)
-    model = random_model(cfg)
+@pytest.mark.parametrize("training", [False, True])
+def test_padded_content_changes_nothing(sharing: str, training: bool) -> None:
+    cfg = tiny(sharing)  # dropout 0: training mode is deterministic too
+    model = random_model(cfg).train(training)  # training: BatchNorm batch stats skip padding
     x = inputs(cfg)
     y = {k: v.clone() for k, v in x.items()}
     pad_v, pad_a = ~x["visual_mask"], ~x["audio_mask"]

@@ -17,6 +17,7 @@ output. BOS tokens are always valid, so an all-masked modality gives finite outp
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -66,21 +67,25 @@ class PEMT(nn.Module):
 
     # --- CNNs: one segment at a time, batched over (B, T) -----------------------------------
 
-    def encode_visual(self, frames: torch.Tensor) -> torch.Tensor:
-        """frames uint8 (B, T, F, S, S, 3) RGB -> (B, T, visual_dim). Normalizes inside."""
-        b = frames.shape[0]
+    def encode_visual(self, frames: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """frames uint8 (B, T, F, S, S, 3) RGB -> (B, T, visual_dim). Normalizes inside.
+        With ``mask`` (B, T) bool, only real segments are encoded (see ``_per_segment``)."""
         m = self.cfg.media
-        x = (frames.float() / 255.0 - m.mean) / m.std  # (B, T, F, S, S, 3)
-        x = rearrange(x, "b t f h w c -> (b t) c f h w")
-        x = self.visual_cnn(x)  # (B*T, visual_dim)
-        return rearrange(x, "(b t) d -> b t d", b=b)
 
-    def encode_audio(self, audio: torch.Tensor) -> torch.Tensor:
-        """audio float32 log-mel (B, T, n_mels, A) -> (B, T, audio_dim)."""
-        b = audio.shape[0]
-        x = rearrange(audio.float(), "b t m a -> (b t) 1 m a")
-        x = self.audio_cnn(x)  # (B*T, audio_dim)
-        return rearrange(x, "(b t) d -> b t d", b=b)
+        def cnn(x: torch.Tensor) -> torch.Tensor:  # (N, F, S, S, 3) uint8 -> (N, visual_dim)
+            x = (x.float() / 255.0 - m.mean) / m.std
+            return self.visual_cnn(rearrange(x, "n f h w c -> n c f h w"))
+
+        return _per_segment(cnn, frames, mask, self.cfg.visual_dim)
+
+    def encode_audio(self, audio: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """audio float32 log-mel (B, T, n_mels, A) -> (B, T, audio_dim).
+        With ``mask`` (B, T) bool, only real segments are encoded (see ``_per_segment``)."""
+
+        def cnn(x: torch.Tensor) -> torch.Tensor:  # (N, n_mels, A) -> (N, audio_dim)
+            return self.audio_cnn(rearrange(x.float(), "n m a -> n 1 m a"))
+
+        return _per_segment(cnn, audio, mask, self.cfg.audio_dim)
 
     # --- transformers ---------------------------------------------------------------------
 
@@ -163,10 +168,35 @@ class PEMT(nn.Module):
         visual_mask: torch.Tensor,
         audio_mask: torch.Tensor,
     ) -> dict[str, torch.Tensor]:
-        """frames uint8 (B,T,F,S,S,3), audio (B,T,n_mels,A), masks (B,T) bool -> spec outputs."""
-        return self.forward_features(
-            self.encode_visual(frames), self.encode_audio(audio), visual_mask, audio_mask
-        )
+        """frames uint8 (B,T,F,S,S,3), audio (B,T,n_mels,A), masks (B,T) bool -> spec outputs.
+
+        In training, padded segments skip the CNNs (less work, and no padding in BatchNorm
+        batch statistics); in eval every segment is encoded, with no data-dependent shapes."""
+        vm, am = (visual_mask, audio_mask) if self.training else (None, None)
+        v, a = self.encode_visual(frames, vm), self.encode_audio(audio, am)
+        return self.forward_features(v, a, visual_mask, audio_mask)
+
+
+def _per_segment(
+    cnn: Callable[[torch.Tensor], torch.Tensor],
+    x: torch.Tensor,
+    mask: torch.Tensor | None,
+    dim: int,
+) -> torch.Tensor:
+    """Run a per-segment ``cnn`` over x (B, T, ...) -> (B, T, dim). With ``mask`` (B, T) bool only
+    the True segments run and the rest are zeros: boolean indexing has a data-dependent shape,
+    so export and serving pass no mask (padding is masked in the transformers anyway)."""
+    b = x.shape[0]
+    if mask is None:
+        y = cnn(rearrange(x, "b t ... -> (b t) ..."))  # (B*T, dim)
+        return rearrange(y, "(b t) d -> b t d", b=b)
+    mask = mask.bool()
+    if not mask.any():  # nothing real: no CNN call (BatchNorm cannot train on zero samples)
+        return x.new_zeros((*mask.shape, dim), dtype=torch.float32)
+    y = cnn(x[mask])  # (N, dim), N = mask.sum()
+    out = y.new_zeros((*mask.shape, dim))  # (B, T, dim)
+    out[mask] = y
+    return out
 
 
 def build_model(cfg: ModelConfig) -> PEMT:
