@@ -396,8 +396,9 @@ class _Converter:
 
     def _rgb(self, frame: av.VideoFrame, short: int, cap: int) -> np.ndarray:
         w, h, rot = self._plan(frame, short, cap)
+        # AREA: a box filter, right for large downscales (720p -> 112 px), and fast
         img: np.ndarray = frame.reformat(
-            width=w, height=h, format="rgb24"
+            width=w, height=h, format="rgb24", interpolation="AREA"
         ).to_ndarray()  # (h, w, 3)
         if rot:
             img = np.rot90(img, (rot // 90) % 4)  # counter-clockwise, as the display matrix says
