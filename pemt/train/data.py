@@ -95,10 +95,12 @@ def decode_sample(
     return chosen, meta
 
 
-def _collate(windows: list[Any], metas: list[dict[str, Any]], keys: list[str]) -> dict[str, Any]:
+def _collate(
+    windows: list[Any], metas: list[dict[str, Any]], keys: list[str], media_cfg: MediaConfig
+) -> dict[str, Any]:
     from pemt.media import batch_windows
 
-    arrays = batch_windows(windows)
+    arrays = batch_windows(windows, media_cfg)
     batch: dict[str, Any] = {
         k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in arrays.items()
     }
@@ -199,7 +201,7 @@ class ShardStream(IterableDataset):
                 metas.append(meta)
                 keys.append(f"{sample['__url__']}#{sample['__key__']}")
                 if len(windows) == self.batch_size:
-                    batch = _collate(windows, metas, keys)
+                    batch = _collate(windows, metas, keys, self.media_cfg)
                     batch["__worker__"] = logical
                     batch["__epoch__"], batch["__pos__"], batch["__bad__"] = epoch, pos, bad
                     batch["__errors__"] = len(errors)
@@ -213,7 +215,7 @@ class ShardStream(IterableDataset):
                 )
             if not self.train:
                 if windows:
-                    batch = _collate(windows, metas, keys)
+                    batch = _collate(windows, metas, keys, self.media_cfg)
                     batch["__worker__"] = logical
                     batch["__epoch__"], batch["__pos__"], batch["__bad__"] = epoch, pos, bad
                     batch["__errors__"] = len(errors)
