@@ -569,3 +569,23 @@ def test_make_test_video_validates(tmp_path):
     )
     with wave.open(str(p)) as w:
         assert (w.getnchannels(), w.getframerate(), w.getnframes()) == (1, 16000, 24000)
+
+
+def test_unseekable_stream(sample_media):
+    class Pipe:  # a socket-like object: read only
+        def __init__(self, data: bytes) -> None:
+            self.buf = io.BytesIO(data)
+
+        def read(self, n: int = -1) -> bytes:
+            return self.buf.read(n)
+
+        def seekable(self) -> bool:
+            return False
+
+    [ref] = load_windows(sample_media["webm"], M)
+    [w] = load_windows(Pipe(sample_media["webm"].read_bytes()), M)
+    np.testing.assert_array_equal(w.frames, ref.frames)
+    np.testing.assert_array_equal(w.audio, ref.audio)
+    # an MP4 with its index at the end cannot be streamed: a typed error that says why
+    with pytest.raises(CorruptMediaError, match="seekable"):
+        load_windows(Pipe(sample_media["clip"].read_bytes()), M)

@@ -149,10 +149,19 @@ class _Opened:
         self.budget = _Budget(limits.time_budget_s)
         self._owned: IO[bytes] | None = None
         self._closed = False
+        self.stream_hint = ""
         self._restore: tuple[IO[bytes], int] | None = None
+        fileobj: IO[bytes] | _Prepended
         fileobj, self.size, self.name = self._file(source)
         head = fileobj.read(64)
-        fileobj.seek(-len(head), io.SEEK_CUR)
+        if self._seekable(fileobj):
+            fileobj.seek(-len(head), io.SEEK_CUR)
+        else:  # a pipe or socket: hand FFmpeg the bytes we peeked at, then the rest
+            fileobj = _Prepended(head, fileobj)
+            self.stream_hint = (
+                " (it was read as a stream without seeking: an MP4/MOV whose index is at the "
+                "end needs a seekable file object)"
+            )
         if self.size == 0 or not head:
             self.close()
             raise EmptyMediaError(f"{self.name} is empty (0 bytes); send a non-empty media file")
@@ -205,12 +214,19 @@ class _Opened:
             )
         name = f"'{Path(str(getattr(source, 'name', 'upload'))).name}'"
         size = None
-        if source.seekable():
+        if self._seekable(source):
             pos = source.tell()
             self._restore = (source, pos)
             size = source.seek(0, io.SEEK_END) - pos
             source.seek(pos)
         return source, size, name
+
+    @staticmethod
+    def _seekable(f: IO[bytes]) -> bool:
+        try:
+            return bool(f.seekable())
+        except (AttributeError, OSError, ValueError):
+            return False
 
     def _select(self) -> None:
         c = self.container
@@ -313,6 +329,23 @@ class _Opened:
             info.sample_rate = acc.sample_rate or 0
             info.channels = acc.channels or 0
         return info
+
+
+class _Prepended:
+    """A read-only stream: ``head`` and then the rest of ``f`` (no ``seek``, so FFmpeg
+    streams it)."""
+
+    def __init__(self, head: bytes, f: IO[bytes]) -> None:
+        self.head, self.f = head, f
+
+    def read(self, n: int = -1) -> bytes:
+        if not self.head:
+            return self.f.read(n)
+        if n < 0:
+            out, self.head = self.head + self.f.read(), b""
+            return out
+        out, self.head = self.head[:n], self.head[n:]
+        return out
 
 
 def _reason(e: BaseException) -> str:
@@ -685,7 +718,7 @@ class SegmentStream:
         except _DECODE_ERRORS as e:
             raise CorruptMediaError(
                 f"{self.name} cannot be decoded ({_reason(e)}); the file is damaged or "
-                "truncated: re-export or re-upload it"
+                "truncated: re-export or re-upload it" + o.stream_hint
             ) from None
         if v is not None:
             v.finish()
@@ -694,11 +727,7 @@ class SegmentStream:
         self.end_time = max(v.end_time if v else 0.0, a.end_time if a else 0.0)
         self.finished = True
         declared = o.duration if o.format.startswith(_EXACT_DURATION) else None
-        if (
-            declared
-            and produced + len(v.done if v else ()) + len(a.done if a else ())
-            and (self.end_time < 0.8 * declared - 0.5)
-        ):
+        if declared and self.end_time < 0.8 * declared - 0.5:
             raise CorruptMediaError(
                 f"{self.name} is truncated or damaged: only {self.end_time:.1f} s of its "
                 f"{declared:.1f} s could be decoded; re-upload or re-export it"
