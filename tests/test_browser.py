@@ -34,6 +34,7 @@ pytestmark = [
 
 ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts" / "browser"
 API_KEY = "browser-test-key"
+MAX_DURATION_S = 7  # on the keyed server: the 9-s clip is too long
 LABELS = ("tone", "chirp", "tone")
 # Records every progress stage and percentage the page shows (uploads on localhost are quick).
 WATCH_PROGRESS = """() => {
@@ -85,6 +86,7 @@ def clips(workdir: Path) -> dict[str, Path]:
         for i in range(len(LABELS))
     }
     out["query"] = make_clip(d / "query.mp4", seconds=5.0, pattern=1, tone_hz=520.0)
+    out["long"] = make_clip(d / "long.mp4", seconds=9.0, pattern=2)
     # random bytes over the middle quarter: the container opens, the media does not decode
     data = bytearray(out["query"].read_bytes())
     a, b = len(data) // 2 - len(data) // 8, len(data) // 2 + len(data) // 8
@@ -114,7 +116,8 @@ def server(workdir: Path, model_repo: Path, clips: dict[str, Path]) -> Iterator[
 
 @pytest.fixture(scope="module")
 def keyed_server(workdir: Path, model_repo: Path, clips: dict[str, Path]) -> Iterator[PemtServer]:
-    with PemtServer(model_repo, workdir / "data-keyed", api_keys=[API_KEY]) as s:
+    env = {"PEMT_MAX_DURATION_S": str(MAX_DURATION_S)}
+    with PemtServer(model_repo, workdir / "data-keyed", api_keys=[API_KEY], env=env) as s:
         _seed(s, clips)
         yield s
 
@@ -246,3 +249,8 @@ def test_api_key_required_then_accepted(page, keyed_server: PemtServer, clips) -
     assert page.evaluate("localStorage.getItem('pemt.apiKey')") == API_KEY
     page.reload()
     assert page.input_value("#api-key") == API_KEY
+
+    # the limit comes from /info (seen once the key is there) and reads as plain words
+    _search(page, clips["long"])
+    text = _error_text(page)
+    assert "This video is too long." in text and f"{MAX_DURATION_S} s or less" in text, text

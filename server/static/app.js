@@ -111,6 +111,8 @@ const PLAIN = {
   rate_limited: ["The server is busy right now.", "Wait a few seconds and try again."],
   invalid_request: ["Some of the options aren't valid.", "Check the number of results and the label, then try again."],
   invalid_id: ["That clip id isn't valid.", "Search again with a new upload."],
+  no_signal: ["This video has no usable sound or picture to match on.", "Choose another video, or match on the other stream."],
+  backend_error: ["The embedding model failed on this video.", "Try again in a minute. If it keeps happening, tell the administrator."],
   no_modality: ["This clip lacks the stream you chose to match on.", "Choose “Both”, or the stream the video has (sound or picture)."],
   invalid_metadata: ["The label can't be stored.", "Use a shorter, plain-text label."],
   internal: ["Something went wrong on the server.", "Try again. If it keeps happening, tell the administrator."],
@@ -251,6 +253,7 @@ async function refreshStatus() {
   } catch (e) {
     if (e.status === 0) setStatus("down", "Server unreachable");
     else if (e.status === 401 || e.status === 403) setStatus("ok", "Online");
+    else if (e.status === 503 && /backend/i.test(e.detail)) setStatus("warn", "Model backend down", e.detail);
     else setStatus("warn", e.status === 503 ? "Not ready" : `Problem (${e.status})`, e.detail);
     next = 8000;
   }
