@@ -323,9 +323,11 @@ def test_audio_only(sample_media):
     assert not w.visual_mask.any() and not w.frames.any()
     assert w.has_audio and not w.has_video
     assert (w.audio[w.audio_mask].mean(axis=2).argmax(axis=1) == _tone_band(1000.0, M)).all()
-    # thumbnail: a grey picture of the log-mel, so the tone is one bright row
+    # thumbnail: a grey picture of the log-mel (low bands at the bottom): the tone is bright
     assert w.thumbnail.shape == (160, 284, 3)
     assert (w.thumbnail[..., 0] == w.thumbnail[..., 1]).all()
+    row = int(w.thumbnail[..., 0].mean(axis=1).argmax())
+    assert M.n_mels - 1 - row * M.n_mels // 160 == _tone_band(1000.0, M)
     with pytest.raises(MissingModalityError) as e:
         load_windows(path, M, require_video=True)
     assert e.value.code == "missing_video"
@@ -589,3 +591,49 @@ def test_unseekable_stream(sample_media):
     # an MP4 with its index at the end cannot be streamed: a typed error that says why
     with pytest.raises(CorruptMediaError, match="seekable"):
         load_windows(Pipe(sample_media["clip"].read_bytes()), M)
+
+
+def _remux(out: Path, video_src: Path, audio_src: Path) -> Path:
+    """One MP4 with the video of one file and the audio of another (packets copied)."""
+    import av
+
+    with (
+        av.open(str(video_src)) as vin,
+        av.open(str(audio_src)) as ain,
+        av.open(str(out), "w") as o,
+    ):
+        vs = o.add_stream_from_template(vin.streams.video[0])
+        aus = o.add_stream_from_template(ain.streams.audio[0])
+        packets = [(p, vs) for p in vin.demux(vin.streams.video[0]) if p.dts is not None]
+        packets += [(p, aus) for p in ain.demux(ain.streams.audio[0]) if p.dts is not None]
+        packets.sort(key=lambda ps: float(ps[0].dts * ps[0].time_base))
+        for p, s in packets:
+            p.stream = s
+            o.mux(p)
+    return out
+
+
+def test_modalities_of_different_lengths(tmp_path):
+    video = make_test_video(tmp_path / "v.mp4", seconds=6, width=64, height=48, audio_codec=None)
+    audio = make_test_video(
+        tmp_path / "a.m4a", seconds=2, width=0, height=0, video_codec=None, tone_hz=1000.0
+    )
+    path = _remux(tmp_path / "both.mp4", video, audio)
+    ws = load_windows(path, M)
+    assert [w.start for w in ws] == [0.0, 2.0]
+    assert ws[0].visual_mask.all() and ws[1].visual_mask.all()
+    assert ws[0].audio_mask.tolist() == [True, True, False, False]  # audio stops after 2 s
+    assert not ws[1].audio_mask.any() and not ws[1].audio.any()
+    assert ws[0].has_audio and ws[0].has_video
+    band = _tone_band(1000.0, M)
+    assert (ws[0].audio[:2].mean(axis=2).argmax(axis=1) == band).all()
+
+
+def test_very_short_clip_is_one_real_segment(tmp_path):
+    path = make_test_video(tmp_path / "short.mp4", seconds=0.3, width=64, height=48)
+    [w] = load_windows(path, M)
+    assert w.visual_mask.tolist() == w.audio_mask.tolist() == [True, False, False, False]
+    assert w.end == pytest.approx(0.3, abs=0.05)
+    # frames past the end hold the last one (sample and hold), audio past it is silence
+    np.testing.assert_array_equal(w.frames[0, -1], w.frames[0, 1])
+    assert pattern_time(w.frames[0, 0]) == pytest.approx(0.0, abs=TIME_TOL)
