@@ -15,7 +15,7 @@ from pathlib import Path
 
 import httpx
 
-__all__ = ["ServerProcess", "free_port", "running_server"]
+__all__ = ["ServerProcess", "build_test_repository", "free_port", "running_server"]
 
 
 def free_port() -> int:
@@ -124,3 +124,66 @@ def running_server(env: Mapping[str, str], **kw: object) -> Iterator[ServerProce
         yield srv
     finally:
         srv.stop()
+
+
+_EXPORT_SCRIPT = """
+import sys, torch, pemt
+from pemt.config import get_config
+from pemt.model import build_model
+torch.manual_seed(int(sys.argv[3]))
+pemt.save(build_model(get_config(sys.argv[1])).eval(), sys.argv[2])
+"""
+
+
+def build_test_repository(
+    out: Path,
+    config: str = "tiny",
+    *,
+    seed: int = 0,
+    triton_backend: str = "python",
+    timeout: float = 300.0,
+) -> Path:
+    """A freshly initialised ``config`` model exported the real way (``export/build_engine.py``)
+    into the model repository ``out`` (``out/pemt/config.pbtxt``, ``out/pemt/1/model.onnx``).
+
+    The python Triton backend makes the same repository servable by the CPU tritonserver of
+    nvidia-pytriton and by the embedded ONNX backend. Runs in subprocesses (they import torch;
+    the caller need not). Returns ``out``.
+    """
+    out = Path(out)
+    if (out / "pemt" / "1" / "model.onnx").is_file():
+        return out
+    root = Path(__file__).resolve().parent.parent
+    out.parent.mkdir(parents=True, exist_ok=True)
+    ckpt = out.parent / f"{config}-seed{seed}.safetensors"
+    subprocess.run(
+        [sys.executable, "-c", _EXPORT_SCRIPT, config, str(ckpt), str(seed)],
+        check=True,
+        cwd=root,
+        timeout=timeout,
+        capture_output=True,
+    )
+    res = subprocess.run(
+        [
+            sys.executable,
+            str(root / "export" / "build_engine.py"),
+            "--checkpoint",
+            str(ckpt),
+            "--out",
+            str(out),
+            "--format",
+            "onnx",
+            "--triton-backend",
+            triton_backend,
+            "--no-clip",
+        ],
+        cwd=root,
+        timeout=timeout,
+        capture_output=True,
+        text=True,
+    )
+    if res.returncode != 0:
+        raise RuntimeError(
+            f"export/build_engine.py failed:\n{res.stdout[-2000:]}\n{res.stderr[-2000:]}"
+        )
+    return out

@@ -1,0 +1,384 @@
+"""The real service end to end: uvicorn on 127.0.0.1, the tiny model exported by
+export/build_engine.py, real H.264/AAC uploads, real FAISS + SQLite, real HTTP."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+
+from pemt.media.encode import make_test_video
+from server.testing import ServerProcess, build_test_repository
+
+KEY = "test-key-1"
+H = {"X-API-Key": KEY}
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_test_repository(tmp_path_factory.getbasetemp() / "pemt-tiny" / "repo")
+
+
+@pytest.fixture(scope="module")
+def media(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    d = tmp_path_factory.mktemp("media")
+    files = {
+        "clip": make_test_video(d / "clip.mp4", seconds=3, width=96, height=64),
+        "long": make_test_video(d / "long.mp4", seconds=10, width=64, height=48, pattern=2),
+        "silent": make_test_video(
+            d / "silent.mp4", seconds=2, width=64, height=48, audio_codec=None
+        ),
+        "too_long": make_test_video(
+            d / "too_long.mp4", seconds=25, width=32, height=32, fps=2, sample_rate=8000, channels=1
+        ),
+        "webm": make_test_video(
+            d / "clip.webm", seconds=2, width=64, height=48, video_codec="vp9", audio_codec="opus"
+        ),
+    }
+    for label, (pattern, tone) in {"red": (0, 440), "blue": (5, 2500)}.items():
+        for i in range(3):
+            files[f"{label}{i}"] = make_test_video(
+                d / f"{label}{i}.mp4",
+                seconds=2 + i,
+                width=96,
+                height=64,
+                pattern=pattern,
+                tone_hz=tone + 50 * i,
+            )
+    return files
+
+
+def server_env(repo: Path, data: Path, **extra: object) -> dict[str, str]:
+    env = {
+        "PEMT_MODEL_PATH": str(repo),
+        "PEMT_CONFIG_NAME": "tiny",  # build_engine does not record the config yet
+        "PEMT_DATA_DIR": str(data),
+        "PEMT_API_KEYS": f"{KEY},other-key",
+        "PEMT_MAX_UPLOAD_BYTES": "400000",
+        "PEMT_MAX_DURATION_S": "20",
+        "PEMT_REQUIRE_AUDIO": "true",
+        "PEMT_DECODE_TIMEOUT_S": "30",
+    }
+    env.update({k: str(v) for k, v in extra.items()})
+    return env
+
+
+@pytest.fixture(scope="module")
+def server(repo: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    data = tmp_path_factory.mktemp("data")
+    srv = ServerProcess(server_env(repo, data), log_path=data / "server.log").start()
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture(scope="module")
+def http(server: ServerProcess) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=server.url, headers=H, timeout=60) as c:
+        yield c
+
+
+def embed(http: httpx.Client, path: Path, **fields: object) -> httpx.Response:
+    data = {k: json.dumps(v) if isinstance(v, dict) else str(v) for k, v in fields.items()}
+    with open(path, "rb") as f:
+        return http.post("/embed", files={"file": (path.name, f, "video/mp4")}, data=data)
+
+
+def test_embed_then_search_finds_itself_first(http: httpx.Client, media: dict[str, Path]) -> None:
+    r = embed(http, media["clip"], id="clip1", metadata={"kind": "pattern", "source": "test"})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert [i["id"] for i in body["items"]] == ["clip1"]
+    item = body["items"][0]
+    assert len(item["embedding"]) == 32 and item["has_audio"] and item["has_video"]
+    assert abs(np.linalg.norm(item["embedding"]) - 1) < 1e-4
+    assert item["start"] == 0 and 2.9 < item["end"] < 3.2
+    assert set(body["timings_ms"]) >= {"upload", "decode", "model", "index", "total"}
+
+    with open(media["clip"], "rb") as f:
+        r = http.post("/search", files={"file": ("q.mp4", f, "video/mp4")}, data={"k": "3"})
+    assert r.status_code == 200, r.text
+    top = r.json()["results"][0]
+    assert top["id"] == "clip1" and top["score"] > 0.9999
+    assert top["metadata"]["source"] == "test" and top["thumbnail_url"] == "/clips/clip1/thumbnail"
+
+    r = http.post("/search", json={"vector": item["embedding"], "k": 1})
+    assert r.json()["results"][0]["id"] == "clip1"
+    r = http.post(
+        "/search", json={"vector": item["embedding"], "k": 5, "filter": {"source": "nope"}}
+    )
+    assert r.json()["results"] == []
+
+    thumb = http.get("/clips/clip1/thumbnail")
+    assert thumb.status_code == 200 and thumb.headers["content-type"] == "image/jpeg"
+    assert thumb.content[:2] == b"\xff\xd8"
+
+
+def test_long_video_gives_one_item_per_window(http: httpx.Client, media: dict[str, Path]) -> None:
+    # tiny: 4-s windows, stride 2 s -> a 10-s clip gives windows at 0, 2, 4, 6 s
+    r = embed(http, media["long"], id="long", metadata={"kind": "long"})
+    assert r.status_code == 200, r.text
+    items = r.json()["items"]
+    assert [i["id"] for i in items] == [f"long#w{i}" for i in range(4)]
+    assert [(i["start"], i["end"]) for i in items] == [(0, 4), (2, 6), (4, 8), (6, 10)]
+    got = http.get("/clips/long%23w2").json()
+    assert got["clip_id"] == "long" and got["metadata"]["clip_id"] == "long"
+    assert got["modalities"] == ["fused", "audio", "visual"]
+    # a stored window as the query: itself left out, its neighbours come back
+    r = http.post("/search", json={"id": "long#w1", "k": 3, "modality": "visual"})
+    assert r.status_code == 200, r.text
+    assert "long#w1" not in [h["id"] for h in r.json()["results"]]
+    # stride and window are honoured, and re-embedding an id replaces its windows
+    r = embed(http, media["long"], id="long", stride=4, window=4)
+    assert [i["id"] for i in r.json()["items"]] == ["long#w0", "long#w1", "long#w2"]
+    page = http.get("/clips", params={"clip_id": "long"}).json()
+    assert [c["id"] for c in page["items"]] == ["long#w0", "long#w1", "long#w2"]
+    assert http.delete("/clips/long").json() == {"id": "long", "deleted": 3}
+    assert http.get("/clips/long%23w0").status_code == 404
+    assert http.delete("/clips/long").status_code == 404
+
+
+def test_classify_by_knn_vote(http: httpx.Client, media: dict[str, Path]) -> None:
+    for label in ("red", "blue"):
+        for i in range(2):
+            r = embed(http, media[f"{label}{i}"], id=f"{label}{i}", metadata={"label": label})
+            assert r.status_code == 200, r.text
+    for label in ("red", "blue"):
+        with open(media[f"{label}2"], "rb") as f:
+            r = http.post("/classify", files={"file": ("q.mp4", f, "video/mp4")}, data={"k": "2"})
+        assert r.status_code == 200, r.text
+        body = r.json()
+        assert body["label"] == label, body
+        assert abs(sum(body["scores"].values()) - 1) < 1e-6
+        assert {n["metadata"]["label"] for n in body["neighbors"]} == {label}
+    r = http.post("/classify", json={"id": "red0", "k": 1})
+    assert r.json()["label"] == "red" and r.json()["neighbors"][0]["id"] == "red1"
+
+
+def test_paging_get_delete(http: httpx.Client, media: dict[str, Path]) -> None:
+    for i in range(5):
+        assert embed(http, media["webm"], id=f"page{i}", store="true").status_code == 200
+    seen: list[str] = []
+    offset = 0
+    while True:
+        page = http.get("/clips", params={"offset": offset, "limit": 2}).json()
+        seen += [c["id"] for c in page["items"]]
+        offset += len(page["items"])
+        if not page["items"]:
+            break
+    assert seen == sorted(seen) and len(seen) == len(set(seen)) == page["total"]
+    assert {f"page{i}" for i in range(5)} <= set(seen)
+    got = http.get("/clips/page3", params={"vectors": "true"}).json()
+    assert len(got["vectors"]["fused"]) == 32
+    assert http.delete("/clips/page3").json()["deleted"] == 1
+    assert http.get("/clips/page3").status_code == 404
+    assert http.get("/clips", params={"limit": 0}).status_code == 422
+    r = embed(http, media["webm"], store="false")
+    assert r.status_code == 200 and r.json()["stored"] is False
+    assert http.get(f"/clips/{r.json()['items'][0]['id']}").status_code == 404
+
+
+def test_generated_id_and_info_metrics_health(
+    http: httpx.Client, server: ServerProcess, media: dict[str, Path]
+) -> None:
+    r = embed(http, media["clip"])
+    gen = r.json()["items"][0]["id"]
+    assert len(gen) == 32 and http.get(f"/clips/{gen}").status_code == 200
+    info = http.get("/info").json()
+    assert info["count"] >= 1 and info["backend"]["backend"] == "onnx"
+    assert info["model"]["name"] == "tiny" and info["config"]["api_keys"] == 2
+    assert KEY not in json.dumps(info)
+    assert httpx.get(server.url + "/healthz").json() == {"status": "ok"}
+    assert httpx.get(server.url + "/readyz").status_code == 200
+    text = httpx.get(server.url + "/metrics").text
+    assert 'pemt_request_seconds_count{method="POST",route="/embed",status="200"}' in text
+    assert 'pemt_stage_seconds_count{stage="decode"}' in text and "pemt_jobs_in_flight" in text
+    assert "pemt_index_items" in text
+    spec = httpx.get(server.url + "/openapi.json").json()
+    assert {"/embed", "/search", "/classify", "/clips", "/clips/{id}", "/metrics"} <= set(
+        spec["paths"]
+    )
+
+
+def test_api_key(server: ServerProcess) -> None:
+    r = httpx.get(server.url + "/clips")
+    assert r.status_code == 401 and r.json()["error"]["code"] == "unauthorized"
+    r = httpx.get(server.url + "/clips", headers={"X-API-Key": "wrong"})
+    assert r.status_code == 401 and "invalid API key" in r.json()["error"]["message"]
+    assert httpx.get(server.url + "/clips", headers={"X-API-Key": "other-key"}).status_code == 200
+    with open(__file__, "rb") as f:  # rejected before the body is looked at
+        r = httpx.post(server.url + "/embed", files={"file": ("x.mp4", f, "video/mp4")})
+    assert r.status_code == 401
+
+
+def _bad(path: Path, data: bytes) -> Path:
+    path.write_bytes(data)
+    return path
+
+
+def test_bad_uploads_are_4xx_with_a_reason(
+    http: httpx.Client, server: ServerProcess, media: dict[str, Path], tmp_path: Path
+) -> None:
+    good = media["clip"].read_bytes()
+    corrupt = bytearray(good)
+    corrupt[8:4000] = bytes(3992)  # ftyp survives, the moov/mdat start does not
+    png = b"\x89PNG\r\n\x1a\n" + bytes(8) + b"IHDR" + bytes(200)
+    from PIL import Image  # noqa: PLC0415  (only to write a real PNG)
+
+    Image.new("RGB", (32, 32), (255, 0, 0)).save(tmp_path / "img.png")
+    png = (tmp_path / "img.png").read_bytes()
+    cases = {
+        # name: (path, content type, expected status, expected code)
+        "truncated": (
+            _bad(tmp_path / "t.mp4", good[: len(good) // 3]),
+            "video/mp4",
+            {422},
+            {"corrupt"},
+        ),
+        "corrupt": (
+            _bad(tmp_path / "c.mp4", bytes(corrupt)),
+            "video/mp4",
+            {415, 422},
+            {"corrupt", "not_media"},
+        ),
+        "zero": (_bad(tmp_path / "z.mp4", b""), "video/mp4", {400}, {"empty"}),
+        "png_as_mp4": (_bad(tmp_path / "p.mp4", png), "video/mp4", {415}, {"not_media"}),
+        "text": (_bad(tmp_path / "x.mp4", b"hello " * 1000), "video/mp4", {415}, {"not_media"}),
+        "wrong_type": (media["clip"], "image/png", {415}, {"unsupported_media_type"}),
+        "too_large": (_bad(tmp_path / "big.mp4", good * 8), "video/mp4", {413}, {"too_large"}),
+        "too_long": (media["too_long"], "video/mp4", {413}, {"too_long"}),
+        "no_audio": (media["silent"], "video/mp4", {422}, {"missing_audio"}),
+    }
+    for name, (path, ctype, statuses, codes) in cases.items():
+        with open(path, "rb") as f:
+            r = http.post(
+                "/embed", files={"file": (path.name, f, ctype)}, data={"id": f"bad-{name}"}
+            )
+        assert r.status_code in statuses, (name, r.status_code, r.text)
+        err = r.json()["error"]
+        assert err["code"] in codes and len(err["message"]) > 10, (name, err)
+        assert "upload-" not in err["message"], err  # no server-side temp names
+        assert httpx.get(server.url + "/healthz").status_code == 200, name
+    # malformed requests
+    assert (
+        http.post("/embed", content=b"x", headers={"content-type": "text/plain"}).status_code == 415
+    )
+    r = http.post("/embed", data={"id": "x"}, files={"other": ("a", b"1")})
+    assert r.status_code == 400 and "file" in r.json()["error"]["message"]
+    for fields, code in [
+        ({"id": "../../etc/passwd"}, "invalid_id"),
+        ({"id": "a#w1"}, "invalid_id"),
+        ({"metadata": "[1,2]"}, "invalid_request"),
+        ({"window": "99"}, "invalid_window"),
+        ({"stride": "-1"}, "invalid_stride"),
+        ({"store": "maybe"}, "invalid_request"),
+    ]:
+        r = embed(http, media["clip"], **fields)
+        assert r.status_code == 400 and r.json()["error"]["code"] == code, (fields, r.text)
+    assert http.post("/search", json={"k": 3}).status_code == 422
+    assert http.post("/search", json={"vector": [1.0, 2.0]}).status_code == 422
+    assert http.post("/search", json={"id": "nope"}).status_code == 404
+    assert http.post("/search", json={"id": "x", "modality": "smell"}).status_code == 422
+    assert http.get("/clips/..%2F..%2Fetc").status_code == 404  # no such route
+    assert http.get("/clips/.hidden").status_code == 400
+    assert http.get("/clips/nope/thumbnail").status_code == 404
+    # nothing bad was stored; the service still embeds
+    assert not [
+        c
+        for c in http.get("/clips", params={"limit": 1000}).json()["items"]
+        if c["id"].startswith("bad-")
+    ]
+    assert embed(http, media["clip"], id="after-bad").status_code == 200
+
+
+def test_saturation_answers_429_with_retry_after(
+    repo: Path, media: dict[str, Path], tmp_path: Path
+) -> None:
+    env = server_env(
+        repo, tmp_path, PEMT_MAX_CONCURRENT_JOBS=2, PEMT_RETRY_AFTER_S=1, PEMT_API_KEYS=""
+    )
+    data = media["webm"].read_bytes()
+    results: list[tuple[int, str | None]] = []
+    lock = threading.Lock()
+
+    def client(n: int) -> None:
+        with httpx.Client(base_url=srv.url, timeout=60) as c:
+            for j in range(3):
+                r = c.post(
+                    "/embed",
+                    files={"file": ("c.webm", data, "video/webm")},
+                    data={"id": f"l{n}-{j}"},
+                )
+                with lock:
+                    results.append((r.status_code, r.headers.get("retry-after")))
+
+    with ServerProcess(env, log_path=tmp_path / "server.log") as srv:
+        threads = [threading.Thread(target=client, args=(n,)) for n in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(120)
+        assert len(results) == 24
+        assert all(s == 200 or (s == 429 and ra == "1") for s, ra in results), results
+        ok = sum(s == 200 for s, _ in results)
+        assert ok >= 2
+        stored = httpx.get(srv.url + "/info").json()["count"]
+        assert stored == ok
+        metrics = httpx.get(srv.url + "/metrics").text
+        rejected = [ln for ln in metrics.splitlines() if ln.startswith("pemt_jobs_rejected_total ")]
+        assert float(rejected[0].split()[1]) == 24 - ok
+
+
+def test_bad_settings_stop_startup_with_a_clear_message(repo: Path, tmp_path: Path) -> None:
+    env = {
+        **server_env(repo, tmp_path),
+        "PEMT_MAX_UPLOAD_BYTES": "-5",
+        "PEMT_BACKEND": "tensorflow",
+    }
+    srv = ServerProcess(env, log_path=tmp_path / "bad.log")
+    with pytest.raises(RuntimeError, match="exited"):
+        srv.start(timeout=30)
+    log = srv.log_tail()
+    assert "PEMT_MAX_UPLOAD_BYTES" in log and "PEMT_BACKEND" in log
+    srv = ServerProcess(
+        {**server_env(tmp_path / "nowhere", tmp_path)}, log_path=tmp_path / "bad2.log"
+    )
+    with pytest.raises(RuntimeError, match="exited"):
+        srv.start(timeout=30)
+    assert "build_engine.py" in srv.log_tail()
+
+
+def test_server_and_clients_do_not_import_torch(
+    repo: Path, media: dict[str, Path], tmp_path: Path
+) -> None:
+    code = f"""
+import sys
+from fastapi.testclient import TestClient
+from server.core.config import Settings
+from server.main import create_app
+import clients.sdk, clients.cli, clients.triton_client, server.backends.triton
+assert "torch" not in sys.modules, "torch imported at import time"
+s = Settings(model_path={str(repo)!r}, config_name="tiny", data_dir={str(tmp_path)!r})
+with TestClient(create_app(s)) as c:
+    with open({str(media["clip"])!r}, "rb") as f:
+        r = c.post("/embed", files={{"file": ("a.mp4", f, "video/mp4")}})
+    assert r.status_code == 200, r.text
+    assert c.post("/search", json={{"vector": r.json()["items"][0]["embedding"]}}).status_code == 200
+bad = [m for m in sys.modules if m == "torch" or m.startswith("torch.")]
+assert not bad, bad
+print("ok")
+"""
+    res = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=Path(__file__).resolve().parent.parent,
+    )
+    assert res.returncode == 0 and res.stdout.strip().endswith("ok"), res.stderr[-3000:]
