@@ -41,6 +41,7 @@ import json
 import logging
 import math
 import os
+import re
 import sqlite3
 import threading
 import time
@@ -83,6 +84,7 @@ DB_NAME = "index.sqlite3"
 SNAPSHOT_NAME = "index.snapshot"
 _CHUNK = 8192
 _GPU_REFRESH_S = 5.0
+_MODALITY = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS info (name TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -99,10 +101,6 @@ CREATE TABLE IF NOT EXISTS items (
     updated_at REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS items_clip ON items(clip_id);
-CREATE TABLE IF NOT EXISTS vectors (
-    modality TEXT NOT NULL, key INTEGER NOT NULL, vec BLOB NOT NULL,
-    PRIMARY KEY (modality, key)
-) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS tags (
     name TEXT NOT NULL, value TEXT NOT NULL, key INTEGER NOT NULL,
     PRIMARY KEY (name, value, key)
@@ -113,6 +111,11 @@ CREATE TABLE IF NOT EXISTS thumbnails (key INTEGER PRIMARY KEY, data BLOB NOT NU
 _ITEM_COLS = (
     'key, id, clip_id, start, "end", metadata, modalities, has_thumbnail, created_at, updated_at'
 )
+
+
+def _vt(modality: str) -> str:
+    """Table of one modality's vectors (a rowid table: 3 KB blobs sit badly in WITHOUT ROWID)."""
+    return f'"vec_{modality}"'
 
 
 class _RWLock:
@@ -267,8 +270,8 @@ class VectorIndex:
         if dim is not None and (not isinstance(dim, int) or dim <= 0):
             raise ValueError(f"dim must be a positive int, got {dim!r}")
         mods = tuple(modalities)
-        if not mods or len(set(mods)) != len(mods) or not all(isinstance(m, str) for m in mods):
-            raise ValueError(f"modalities must be distinct names, got {modalities!r}")
+        if not mods or len(set(mods)) != len(mods) or not all(map(_MODALITY.match, mods)):
+            raise ValueError(f"modalities must be distinct names like 'fused', got {modalities!r}")
         for name, value in [
             ("hnsw_m", hnsw_m),
             ("ef_search", ef_search),
@@ -302,7 +305,10 @@ class VectorIndex:
         self._wcon.executescript(_SCHEMA)
         self.dim, self.modalities, self._db_uuid = self._check_info(dim, mods)
         self.synchronous = synchronous
-        self._mods_in = ",".join("?" * len(self.modalities))
+        for m in self.modalities:
+            self._wcon.execute(
+                f"CREATE TABLE IF NOT EXISTS {_vt(m)} (key INTEGER PRIMARY KEY, vec BLOB NOT NULL)"
+            )
 
         self._write_mutex = threading.RLock()
         self._rw = _RWLock()
@@ -483,9 +489,7 @@ class VectorIndex:
         return faiss.index_factory(self.dim, "IDMap2,Flat", faiss.METRIC_INNER_PRODUCT), False
 
     def _live_keys(self, modality: str) -> np.ndarray:
-        rows = self._wcon.execute(
-            "SELECT key FROM vectors WHERE modality=? ORDER BY key", (modality,)
-        )
+        rows = self._wcon.execute(f"SELECT key FROM {_vt(modality)} ORDER BY key")
         return np.fromiter((r[0] for r in rows), dtype=np.int64)
 
     def _read_vectors(self, modality: str, keys: np.ndarray) -> np.ndarray:
@@ -493,17 +497,15 @@ class VectorIndex:
         out = np.empty((len(keys), self.dim), dtype=np.float32)
         for lo in range(0, len(keys), 500):
             part = [int(k) for k in keys[lo : lo + 500]]
-            q = f"SELECT key, vec FROM vectors WHERE modality=? AND key IN ({','.join('?' * len(part))})"
-            got = dict(self._wcon.execute(q, (modality, *part)).fetchall())
+            q = f"SELECT key, vec FROM {_vt(modality)} WHERE key IN ({','.join('?' * len(part))})"
+            got = dict(self._wcon.execute(q, part).fetchall())
             for i, k in enumerate(part):
                 out[lo + i] = np.frombuffer(got[k], dtype=np.float32)
         return out
 
     def _iter_vectors(self, modality: str) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """All (keys, vectors) of a modality from SQLite, in key-ordered chunks."""
-        cur = self._wcon.execute(
-            "SELECT key, vec FROM vectors WHERE modality=? ORDER BY key", (modality,)
-        )
+        cur = self._wcon.execute(f"SELECT key, vec FROM {_vt(modality)} ORDER BY key")
         while rows := cur.fetchmany(_CHUNK):
             keys = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
             vecs = np.frombuffer(b"".join(r[1] for r in rows), dtype=np.float32)
@@ -619,13 +621,10 @@ class VectorIndex:
 
     def _delete_key(self, key: int, removed: dict[str, list[int]]) -> None:
         con = self._wcon
-        for (m,) in con.execute(
-            f"SELECT modality FROM vectors WHERE key=? AND modality IN ({self._mods_in})",
-            (key, *self.modalities),
-        ).fetchall():
-            removed.setdefault(m, []).append(key)  # fmt: skip
-        for m in self.modalities:
-            con.execute("DELETE FROM vectors WHERE modality=? AND key=?", (m, key))
+        (mods,) = con.execute("SELECT modalities FROM items WHERE key=?", (key,)).fetchone()
+        for m in mods.split(","):
+            removed.setdefault(m, []).append(key)
+            con.execute(f"DELETE FROM {_vt(m)} WHERE key=?", (key,))
         con.execute("DELETE FROM tags WHERE key=?", (key,))
         con.execute("DELETE FROM thumbnails WHERE key=?", (key,))
         con.execute("DELETE FROM items WHERE key=?", (key,))
@@ -697,10 +696,10 @@ class VectorIndex:
                          ",".join(p["vectors"]), int(p["thumbnail"] is not None), created, now),
                     )  # fmt: skip
                     key = int(cur.lastrowid or 0)
-                    con.executemany(
-                        "INSERT INTO vectors (modality, key, vec) VALUES (?,?,?)",
-                        [(m, key, v.tobytes()) for m, v in p["vectors"].items()],
-                    )
+                    for m, v in p["vectors"].items():
+                        con.execute(
+                            f"INSERT INTO {_vt(m)} (key, vec) VALUES (?,?)", (key, v.tobytes())
+                        )
                     con.executemany(
                         "INSERT INTO tags (name, value, key) VALUES (?,?,?)",
                         [(name, value, key) for name, value in p["tags"]],
@@ -784,11 +783,10 @@ class VectorIndex:
             return None
         item = self._row_item(row)
         if with_vectors:
-            rows = con.execute(
-                f"SELECT modality, vec FROM vectors WHERE key=? AND modality IN ({self._mods_in})",
-                (row[0], *self.modalities),
-            )
-            item.vectors = {m: np.frombuffer(v, dtype=np.float32).copy() for m, v in rows}
+            item.vectors = {}
+            for m in item.modalities:
+                (blob,) = con.execute(f"SELECT vec FROM {_vt(m)} WHERE key=?", (row[0],)).fetchone()
+                item.vectors[m] = np.frombuffer(blob, dtype=np.float32).copy()
         return item
 
     def get_vector(self, id: str, modality: str = "fused") -> np.ndarray | None:
@@ -797,8 +795,8 @@ class VectorIndex:
         row = (
             self._rcon()
             .execute(
-                "SELECT v.vec FROM items i JOIN vectors v ON v.key = i.key AND v.modality = ? WHERE i.id = ?",
-                (modality, validate_id(id)),
+                f"SELECT v.vec FROM items i JOIN {_vt(modality)} v ON v.key = i.key WHERE i.id = ?",
+                (validate_id(id),),
             )
             .fetchone()
         )
@@ -919,8 +917,7 @@ class VectorIndex:
         n_match = n_total
         if conditions:
             n_match = con.execute(
-                f"SELECT COUNT(*) FROM vectors WHERE modality=? AND key IN ({tag_sql})",
-                (modality, *tag_args),
+                f"SELECT COUNT(*) FROM {_vt(modality)} WHERE key IN ({tag_sql})", tag_args
             ).fetchone()[0]
             if n_match == 0:
                 return []
@@ -950,8 +947,7 @@ class VectorIndex:
         if conditions and n_match <= self.prefilter_max:
             # Selective filter: exact search over just the matching rows, read from SQLite.
             rows = con.execute(
-                f"SELECT key, vec FROM vectors WHERE modality=? AND key IN ({tag_sql})",
-                (modality, *tag_args),
+                f"SELECT key, vec FROM {_vt(modality)} WHERE key IN ({tag_sql})", tag_args
             ).fetchall()
             keys = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
             mat = np.frombuffer(b"".join(r[1] for r in rows), dtype=np.float32).reshape(
