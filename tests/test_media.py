@@ -181,6 +181,8 @@ def test_log_mel_rejects_bad_samples():
     with pytest.raises(ValueError, match="floats"):
         log_mel(np.zeros(1000, np.int16), M)
     assert log_mel(np.zeros(10), M).shape == (M.n_mels, 0)
+    with pytest.raises(TypeError, match=r"cfg\.media"):
+        log_mel(np.zeros(1000), CFG)  # type: ignore[arg-type]
 
 
 def _tone_band(hz: float, media: MediaConfig) -> int:
@@ -365,6 +367,8 @@ def test_long_clip_overlapping_windows(sample_media):
     assert starts == [0.0, 3.0, 5.0]
     starts = [w.start for w in load_windows(sample_media["long"], M, stride_s=4)]
     assert starts == [0.0, 4.0, 5.0]
+    with pytest.raises(TypeError, match="MediaConfig"):
+        iter_windows(sample_media["long"], CFG)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="multiple of segment_seconds"):
         load_windows(sample_media["long"], M, stride_s=1.5)
 

@@ -67,6 +67,13 @@ def hann_window(n: int) -> np.ndarray:
     return w
 
 
+def check_media_config(media_cfg: object) -> None:
+    if not isinstance(media_cfg, MediaConfig):
+        raise TypeError(
+            f"expected a MediaConfig (pass cfg.media of a ModelConfig), got {type(media_cfg).__name__}"
+        )
+
+
 def _as_samples(samples: np.ndarray) -> np.ndarray:
     x = np.asarray(samples)
     if x.ndim != 1:
@@ -95,6 +102,7 @@ def log_mel(samples: np.ndarray, media_cfg: MediaConfig) -> np.ndarray:
 
     Returns float32 ``(n_mels, 1 + (N - n_fft) // hop_length)``; zero frames when N < n_fft.
     """
+    check_media_config(media_cfg)
     x = _as_samples(samples)
     if len(x) < media_cfg.n_fft:
         return np.zeros((media_cfg.n_mels, 0), np.float32)
@@ -109,6 +117,7 @@ def segment_log_mel(samples: np.ndarray, media_cfg: MediaConfig) -> np.ndarray:
     ``A = media_cfg.audio_frames_per_segment``. Segment ``t`` equals
     ``log_mel(samples[t * S:(t + 1) * S])``.
     """
+    check_media_config(media_cfg)
     x = _as_samples(samples)
     s = media_cfg.audio_samples_per_segment
     t = -(-len(x) // s)

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from pemt.config import MediaConfig, ModelConfig
+from pemt.media._audio import check_media_config
 from pemt.media._decode import THUMBNAIL_SIZE, DecodeLimits, Segment, SegmentStream, Source
 from pemt.spec import model_inputs
 
@@ -145,6 +146,7 @@ def iter_windows(
     checked now (bad input raises a :class:`MediaError` here); decoding happens as you iterate
     and may still raise one (damaged data, time budget, duration limit).
     """
+    check_media_config(media_cfg)
     stride = _stride_segments(media_cfg, stride_s)
     stream = SegmentStream(
         source, media_cfg, limits, require_audio=require_audio, require_video=require_video
