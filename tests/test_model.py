@@ -291,3 +291,39 @@ def test_load_errors_name_the_problem(tmp_path) -> None:
 def test_import_pemt_does_not_import_torch() -> None:
     code = "import sys, pemt, pemt.config, pemt.spec; sys.exit('torch' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
+
+
+class _TupleOutputs(torch.nn.Module):
+    def __init__(self, model: PEMT) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, *args: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return tuple(self.model(*args).values())
+
+
+@pytest.mark.parametrize("sharing", ["none", "full"])
+def test_folded_model_exports_to_onnx(tmp_path, sharing: str) -> None:
+    ort = pytest.importorskip("onnxruntime")
+    cfg = tiny(sharing)
+    model = fold(random_model(cfg))
+    x = inputs(cfg)
+    path = str(tmp_path / "model.onnx")
+    names = [s.name for s in model_outputs(cfg)]
+    torch.onnx.export(
+        _TupleOutputs(model).eval(),  # eval wrapper: the exporter restores its mode afterwards
+        tuple(x.values()),
+        path,
+        input_names=list(x),
+        output_names=names,
+        dynamic_axes={k: {0: "batch"} for k in [*x, *names]},
+        opset_version=17,
+        dynamo=False,
+    )
+    session = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+    for batch in (3, 1):  # a batch size other than the traced one
+        y = inputs(cfg, batch=batch, seed=1)
+        got = session.run(names, {k: v.numpy() for k, v in y.items()})
+        want = run(model, y)
+        for name, g in zip(names, got, strict=True):
+            torch.testing.assert_close(torch.from_numpy(g), want[name], rtol=1e-4, atol=1e-5)

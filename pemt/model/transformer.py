@@ -4,15 +4,19 @@ One ``Transformers`` module holds all three, because in the sharing modes ``laye
 ``full`` they share weights; the modality is an argument of ``forward``. Post-LN layers (BERT):
 ``x = LN1(x + Attn(x)); x = LN2(x + FFN(x))``, GELU, key-padding masks.
 
-Sharing modes (``cfg.sharing``), as in AVBERT (Lee et al., ICLR 2021):
+Sharing modes (``cfg.sharing``), as in AVBERT (Lee et al., ICLR 2021), with the transformer
+parameters at paper size (hidden 768, FFN 3072, 6 layers; ``pemt params`` prints them)::
 
-=================  ======================================================================
-``none``           3 transformers x ``cfg.layers`` distinct layers, plain ``nn.Linear``
-``layers``         one layer per transformer, reused across depth (ALBERT)
-``layers+partial`` ``layers`` + every projection factored as below with U shared by the three
-                   transformers and a full-rank private part, r = min(d_in, d_out)
-``full``           ``layers+partial`` with private rank r = ``cfg.rank`` (paper: 128)
-=================  ======================================================================
+    none             127.6M   3 transformers x cfg.layers distinct layers, plain nn.Linear
+    layers            21.3M   one layer per transformer, reused across depth (ALBERT)
+    layers+partial    31.9M   layers + every projection factored as below, U shared by the
+                              three transformers, private part full rank: r = min(d_in, d_out)
+    full               3.8M   layers+partial with private rank r = cfg.rank (paper: 128)
+
+``layers+partial`` is ``full`` at full rank, so the four modes differ only in structure and
+rank. At full rank it has *more* parameters than ``layers`` (the paper reports 15M): each
+transformer keeps a full V_m plus an r x r A_m, and one U is added. R_m adds no expressive power
+at full rank (V_m could absorb it); it is kept so the formula is the same in every factored mode.
 
 In ``layers+partial`` and ``full`` the LayerNorms are shared by the three transformers too;
 position and token-type embeddings (in ``PEMT``) never are.
