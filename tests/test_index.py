@@ -176,6 +176,8 @@ def test_flat_search_equals_brute_force(tmp_path):
             want = np.sort(x @ unit(q))[::-1][:10]
             np.testing.assert_allclose([h.score for h in hits], want, atol=1e-5)
             assert all(isinstance(h, Hit) and h.start == 0.0 and h.end == 30.0 for h in hits)
+        batch = ix.search_batch(queries, 10)
+        assert [[h.id for h in hs] for hs in batch] == [brute_force(x, ids, q, 10) for q in queries]
         # exclude and search_by_id leave the query item out
         assert ix.search(x[7], 1)[0].id == "v7"
         assert ix.search(x[7], 1, exclude={"v7"})[0].id == brute_force(x, ids, x[7], 2)[1]

@@ -862,32 +862,33 @@ class VectorIndex:
                 args += [name, value]
         return " INTERSECT ".join(parts), args
 
-    def _faiss_search(self, modality: str, q: np.ndarray, fetch: int, nprobe: int | None, ef: int | None) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+    def _nprobe(self, space: _Space, nprobe: int | None = None) -> int:
+        nlist = int(space.inner.nlist)
+        return int(min(nlist, nprobe or self.nprobe or max(8, nlist // 16)))
+
+    def _faiss_search(
+        self, modality: str, queries: np.ndarray, fetch: int, nprobe: int | None, ef: int | None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """(n, fetch) scores and keys (-1 = none) for (n, D) queries, dead keys skipped."""
         with self._rw.read():
             space = self._spaces[modality]
+            fetch = max(1, min(fetch, int(space.index.ntotal)))
             if space.index.ntotal == 0:
-                return np.empty(0, np.float32), np.empty(0, np.int64)
-            fetch = min(fetch, int(space.index.ntotal))
+                n = len(queries)
+                return np.zeros((n, 1), np.float32), np.full((n, 1), -1, np.int64)
             sel = space.selector()
             if space.is_ivf:
-                nlist = space.inner.nlist
-                probe = nprobe or self.nprobe or min(nlist, max(8, nlist // 16))
-                params: Any = faiss.SearchParametersIVF(sel=sel, nprobe=int(probe))
+                params: Any = faiss.SearchParametersIVF(sel=sel, nprobe=self._nprobe(space, nprobe))
             elif self.index_type == "hnsw":
                 params = faiss.SearchParametersHNSW(
                     sel=sel, efSearch=max(ef or self.ef_search, fetch)
                 )
             else:
                 params = faiss.SearchParameters(sel=sel) if sel is not None else None
-            gpu = self._gpu_index(modality) if sel is None else None
+            gpu = self._gpu_index(modality) if sel is None and nprobe is None else None
             if gpu is not None:
-                if space.is_ivf:
-                    gpu.nprobe = int(probe)
-                scores, keys = gpu.search(q[None], fetch)
-            else:
-                scores, keys = space.index.search(q[None], fetch, params=params)
-        ok = keys[0] >= 0
-        return scores[0][ok], keys[0][ok]
+                return gpu.search(queries, fetch)  # type: ignore[no-any-return]
+            return space.index.search(queries, fetch, params=params)  # type: ignore[no-any-return]
 
     def _rows_by_key(self, keys: Iterable[int]) -> dict[int, tuple[Any, ...]]:
         keys = [int(k) for k in keys]
@@ -973,7 +974,9 @@ class VectorIndex:
             k if not (conditions or keep) else int(k * max(1.0, n_total / max(n_match, 1)) * 2) + 16
         )
         while True:
-            scores, keys = self._faiss_search(modality, q, fetch, nprobe, ef_search)
+            scores, keys = self._faiss_search(modality, q[None], fetch, nprobe, ef_search)
+            ok = keys[0] >= 0
+            scores, keys = scores[0][ok], keys[0][ok]
             found = self._rows_by_key(keys)
             hits = []
             for s, key in zip(scores, keys, strict=True):
@@ -1011,6 +1014,54 @@ class VectorIndex:
         skip = set(exclude)
         keep = (lambda item: item.id not in skip) if skip else None
         return self._search(q, k, modality, conditions, keep, nprobe, ef_search)
+
+    def search_batch(
+        self,
+        vectors: Any,
+        k: int = 10,
+        modality: str = "fused",
+        *,
+        nprobe: int | None = None,
+        ef_search: int | None = None,
+    ) -> builtins.list[builtins.list[Hit]]:
+        """Nearest items for each row of an (n, D) array in one FAISS call (no filter).
+
+        Far faster per query than ``search`` in a loop (FAISS batches and threads it).
+        """
+        self._check_open()
+        self._check_modality(modality)
+        if not isinstance(k, int) or not 1 <= k <= MAX_K:
+            raise ValueError(f"k must be an int in 1..{MAX_K}, got {k!r}")
+        arr = np.asarray(vectors, dtype=np.float32)
+        if arr.ndim != 2:
+            raise ValueError(f"vectors must be an (n, {self.dim}) array, got shape {arr.shape}")
+        queries = np.stack(
+            [as_vector(v, self.dim, f"query {i}", normalize=self.normalize) for i, v in enumerate(arr)]
+        ) if len(arr) else np.empty((0, self.dim), np.float32)  # fmt: skip
+        if not len(queries):
+            return []
+        scores, keys = self._faiss_search(modality, queries, k, nprobe, ef_search)
+        rows = self._rows_by_key(np.unique(keys[keys >= 0]))
+        out = []
+        for srow, krow in zip(scores, keys, strict=True):
+            hits = []
+            for s, key in zip(srow, krow, strict=True):
+                row = rows.get(int(key)) if key >= 0 else None
+                if row is not None:  # None: no neighbour, or deleted after the FAISS search
+                    item = self._row_item(row)
+                    hits.append(
+                        Hit(
+                            item.id,
+                            float(s),
+                            item.start,
+                            item.end,
+                            item.metadata,
+                            item.clip_id,
+                            item.has_thumbnail,
+                        )
+                    )
+            out.append(hits)
+        return out
 
     def search_by_id(
         self,
@@ -1118,10 +1169,7 @@ class VectorIndex:
             for m, s in self._spaces.items():
                 d: dict[str, Any] = {"vectors": s.live, "dead": len(s.dead)}
                 if s.is_ivf:
-                    nlist = s.inner.nlist
-                    d.update(
-                        ivf=True, nlist=nlist, nprobe=self.nprobe or min(nlist, max(8, nlist // 16))
-                    )
+                    d.update(ivf=True, nlist=int(s.inner.nlist), nprobe=self._nprobe(s))
                 elif self.index_type == "ivf":
                     d.update(ivf=False, trains_at=self.ivf_min_train)
                 spaces[m] = d
@@ -1165,6 +1213,8 @@ class VectorIndex:
             return None
         try:
             gpu = faiss.index_cpu_to_gpu(self._gpu["res"], 0, space.index)
+            if space.is_ivf:
+                faiss.GpuParameterSpace().set_index_parameter(gpu, "nprobe", self._nprobe(space))
         except RuntimeError as exc:
             log.warning("GPU copy failed (%s); searching on the CPU from now on", exc)
             self._gpu = None
