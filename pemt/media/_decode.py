@@ -46,6 +46,7 @@ _EPS = 1e-3  # seconds: a frame this close after a target time still counts as "
 # whose audio stops early, or whose streams are badly interleaved)
 _MAX_VIDEO_LAG = 12  # buffered video segments waiting for audio
 _MAX_AUDIO_LAG = 600  # buffered audio segments waiting for video (they are small)
+_MAX_GAP_S = 300.0  # a longer jump between video frames is damage (it would be held that long)
 # demuxers that are not audio/video or that open other files or URLs on their own
 _REFUSED_FORMATS = {"tty", "hls", "concat", "ffmetadata", "image2", "lavfi", "data", "bin"}
 _MAGIC = (
@@ -479,8 +480,15 @@ class _VideoSampler:
     def push(self, frame: av.VideoFrame, t: float, dur: float) -> None:
         if self.ended:
             return
+        if self.prev is None:  # the first frame also stands for the targets before it
+            self.prev, self.prev_rgb = frame, None
+        elif t - self.prev_end > _MAX_GAP_S:
+            raise CorruptMediaError(
+                f"video timestamps jump by {t - self.prev_end:.0f} s at {self.prev_end:.1f} s; "
+                "the file is damaged: re-export it"
+            )
         while self.i * self.step < t - _EPS:
-            self._take(self.prev if self.prev is not None else frame)
+            self._take(self.prev)
         if self.prev is not frame:
             self.prev, self.prev_rgb = frame, None
         self.prev_end = max(self.prev_end, t + dur)
