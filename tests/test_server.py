@@ -58,7 +58,6 @@ def media(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 def server_env(repo: Path, data: Path, **extra: object) -> dict[str, str]:
     env = {
         "PEMT_MODEL_PATH": str(repo),
-        "PEMT_CONFIG_NAME": "tiny",  # build_engine does not record the config yet
         "PEMT_DATA_DIR": str(data),
         "PEMT_API_KEYS": f"{KEY},other-key",
         "PEMT_MAX_UPLOAD_BYTES": "400000",
@@ -364,7 +363,7 @@ from server.core.config import Settings
 from server.main import create_app
 import clients.sdk, clients.cli, clients.triton_client, server.backends.triton
 assert "torch" not in sys.modules, "torch imported at import time"
-s = Settings(model_path={str(repo)!r}, config_name="tiny", data_dir={str(tmp_path)!r})
+s = Settings(model_path={str(repo)!r}, data_dir={str(tmp_path)!r})
 with TestClient(create_app(s)) as c:
     with open({str(media["clip"])!r}, "rb") as f:
         r = c.post("/embed", files={{"file": ("a.mp4", f, "video/mp4")}})

@@ -28,7 +28,6 @@ def test_acknowledged_ids_survive_kill_9(repo: Path, tmp_path: Path) -> None:
     ]
     env = {
         "PEMT_MODEL_PATH": str(repo),
-        "PEMT_CONFIG_NAME": "tiny",
         "PEMT_DATA_DIR": str(tmp_path / "data"),
         "PEMT_MAX_CONCURRENT_JOBS": "4",
     }
