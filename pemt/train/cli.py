@@ -117,6 +117,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     t.add_argument("--seed", type=int)
     t.add_argument("--activation-checkpointing", action="store_true", default=None)
     t.add_argument("--device", choices=["auto", "cpu", "cuda"])
+    t.add_argument("--threads", type=int, help="torch threads per process (default: torch's)")
     t.add_argument("--no-bf16", dest="bf16", action="store_false", default=None)
     t.add_argument("--quiet", action="store_true")
     t.set_defaults(func=_train)

@@ -307,7 +307,6 @@ class ShardLoader:
             num_workers=self.num_workers,
             persistent_workers=False,
             prefetch_factor=2 if self.num_workers else None,
-            multiprocessing_context="spawn" if self.num_workers else None,
         )
         for batch in loader:
             w = int(batch.pop("__worker__"))

@@ -81,6 +81,7 @@ class TrainConfig:
     activation_checkpointing: bool = False
     checkpoint_chunk: int = 64  # segments per checkpointed CNN chunk
     device: str = "auto"  # auto | cpu | cuda
+    threads: int = 0  # torch intra-op threads; 0 = torch's default. 1 is far faster on a busy CPU
     bf16: bool = True  # autocast on GPU
     progress: bool = True
     extra: dict[str, Any] = field(default_factory=dict)
@@ -157,6 +158,8 @@ class TrainStep(nn.Module):
     """Model + heads; ``forward(batch, generator)`` returns the loss and its parts. Wrapping this
     (not the bare model) in DDP lets DDP see every parameter the losses touch."""
 
+    heads: PretrainHeads
+
     def __init__(self, model: nn.Module, heads: PretrainHeads, tcfg: TrainConfig) -> None:
         super().__init__()
         self.model, self.heads, self.tcfg = model, heads, tcfg
@@ -164,12 +167,13 @@ class TrainStep(nn.Module):
     def forward(
         self, batch: dict[str, torch.Tensor], generator: torch.Generator
     ) -> tuple[torch.Tensor, dict[str, float]]:
-        tc, m, h = self.tcfg, self.model, self.heads
+        tc, h = self.tcfg, self.heads
+        m: Any = self.model  # a PEMT (or a module with its encode_*/forward_features API)
         vm, am = batch["visual_mask"].bool(), batch["audio_mask"].bool()  # (B, T)
         t_eff = int((vm | am).any(0).nonzero().max().item()) + 1 if bool((vm | am).any()) else 1
         vm, am = vm[:, :t_eff], am[:, :t_eff]  # trailing all-padding columns cost nothing
         frames, audio = batch["frames"][:, :t_eff], batch["audio"][:, :t_eff]
-        ck = dict(ckpt=tc.activation_checkpointing, chunk=tc.checkpoint_chunk)
+        ck: dict[str, Any] = dict(ckpt=tc.activation_checkpointing, chunk=tc.checkpoint_chunk)
         vfeat = encode_segments(m.encode_visual, frames, vm, **ck)  # (B, T, Dv)
         afeat = encode_segments(m.encode_audio, audio, am, **ck)  # (B, T, Da)
         b = len(vm)
@@ -185,7 +189,7 @@ class TrainStep(nn.Module):
         out = m.forward_features(v_in, a_in, vm, am_sw)
 
         tau = h.temperature()
-        mep_kw = dict(
+        mep_kw: dict[str, Any] = dict(
             num_negatives=tc.num_negatives, mode=tc.negatives, temperature=tau,
             sampling_temperature=tc.sampling_temperature, generator=generator,
         )  # fmt: skip
@@ -355,6 +359,8 @@ def train(
         device = torch.device("cuda", d.local_rank)
         torch.cuda.set_device(device)
     torch.manual_seed(tcfg.seed + d.rank)
+    if tcfg.threads > 0:
+        torch.set_num_threads(tcfg.threads)
 
     model = build_model(model_cfg)
     heads = PretrainHeads(model_cfg, tcfg)
