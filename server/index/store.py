@@ -28,10 +28,12 @@ parallel with each other and with SQLite commits. Every thread reads SQLite thro
 connection (WAL readers do not block the writer).
 
 Filters are exact matches on top-level scalar metadata values, indexed in a ``tags`` table.
-A selective filter (at most ``prefilter_max`` matches) is answered exactly: the matching rows'
-vectors are read from SQLite and scored with numpy. A broad one searches FAISS with an
-over-fetch sized by the filter's selectivity and drops non-matching hits, growing the fetch
-until k hits are found or the index is exhausted.
+The matches are counted first (an index lookup). A broad filter searches FAISS with an
+over-fetch of 2 k n / matches + 16 hits and drops non-matching ones, growing the fetch until
+k hits are found or the index is exhausted. A selective filter, one matching at most
+``prefilter_max`` items (default 2,000) or fewer items than that over-fetch would read, is
+answered exactly instead: the matching rows' vectors are read from SQLite and scored with
+numpy (about 5 us a row), which also finds matches an approximate index would miss.
 """
 
 from __future__ import annotations
@@ -229,13 +231,16 @@ class VectorIndex:
         nprobe: IVF lists probed per search (None: nlist / 16, at least 8).
         ef_search: HNSW search beam width (raised to k when k is larger).
         synchronous: SQLite ``"FULL"`` (default, survives power loss) or ``"NORMAL"``.
-        prefilter_max: a filter matching at most this many items is answered by exact search
-            over just those items; broader filters over-fetch from FAISS.
+        prefilter_max: a filter matching at most this many items (or fewer than the FAISS
+            over-fetch would read) is answered by exact search over just those items; broader
+            filters over-fetch from FAISS. 0 never pre-filters.
         snapshot_every: write a snapshot after this many changed rows (0: only on close and
             ``snapshot()``); ``snapshot_on_close`` writes one on close when anything changed.
         use_gpu: search on a GPU copy when ``faiss.get_num_gpus() > 0`` (flat and IVF only);
             ignored without GPU FAISS.
         normalize: L2-normalize vectors and queries (inner product is then cosine).
+        omp_threads: FAISS threads for builds and batched searches (default: all CPUs);
+            single-query searches always use one (set per thread, not process-wide).
 
     Raises ``ValueError`` for bad arguments, ids, vectors and metadata.
     Use as a context manager, or call ``close()``.
@@ -256,12 +261,13 @@ class VectorIndex:
         ef_construction: int = 40,
         ef_search: int = 64,
         synchronous: Literal["FULL", "NORMAL"] = "FULL",
-        prefilter_max: int = 20_000,
+        prefilter_max: int = 2_000,
         snapshot_every: int = 100_000,
         snapshot_on_close: bool = True,
         compact_at: int = 1024,
         use_gpu: bool = False,
         normalize: bool = True,
+        omp_threads: int | None = None,
     ) -> None:
         if index_type not in INDEX_TYPES:
             raise ValueError(f"index_type must be one of {INDEX_TYPES}, got {index_type!r}")
@@ -320,6 +326,7 @@ class VectorIndex:
         self._snapshot_seq: int | None = None
         self._count = int(self._wcon.execute("SELECT COUNT(*) FROM items").fetchone()[0])
         self._gpu = self._init_gpu(use_gpu)
+        self._omp_threads = omp_threads or os.cpu_count() or 1
         self._closed = False
         try:
             self._load()
@@ -514,6 +521,7 @@ class VectorIndex:
     def _build(self, modality: str) -> _Space:
         """Build the FAISS index of one modality from SQLite (caller holds no FAISS state)."""
         t0 = time.perf_counter()
+        faiss.omp_set_num_threads(self._omp_threads)
         keys = self._live_keys(modality)
         index, needs_training = self._new_index(len(keys))
         trained_at = 0
@@ -646,6 +654,7 @@ class VectorIndex:
     ) -> None:
         """Mirror a committed transaction into FAISS, then maintain the touched spaces."""
         touched = set(added) | set(removed)
+        faiss.omp_set_num_threads(self._omp_threads)
         with self._rw.write():
             for m in touched:
                 space = self._spaces[m]
@@ -876,6 +885,10 @@ class VectorIndex:
             if space.index.ntotal == 0:
                 n = len(queries)
                 return np.zeros((n, 1), np.float32), np.full((n, 1), -1, np.int64)
+            # One query: one OpenMP thread. FAISS's parallel region for a single query only adds
+            # fork/join cost, and on a busy 2-core host it measured 40 ms instead of 1.4 ms.
+            # The setting is per calling thread, so concurrent readers do not interfere.
+            faiss.omp_set_num_threads(1 if len(queries) < 16 else self._omp_threads)
             sel = space.selector()
             if space.is_ivf:
                 params: Any = faiss.SearchParametersIVF(sel=sel, nprobe=self._nprobe(space, nprobe))
@@ -945,7 +958,10 @@ class VectorIndex:
             )
 
         hits: builtins.list[Hit] = []
-        if conditions and n_match <= self.prefilter_max:
+        fetch = k
+        if conditions or keep:
+            fetch = int(2 * k * max(1.0, n_total / max(n_match, 1))) + 16
+        if conditions and self.prefilter_max and n_match <= max(self.prefilter_max, fetch):
             # Selective filter: exact search over just the matching rows, read from SQLite.
             rows = con.execute(
                 f"SELECT key, vec FROM {_vt(modality)} WHERE key IN ({tag_sql})", tag_args
@@ -970,9 +986,6 @@ class VectorIndex:
             return hits
 
         # Broad or no filter: over-fetch from FAISS by the inverse selectivity, grow until k hits.
-        fetch = (
-            k if not (conditions or keep) else int(k * max(1.0, n_total / max(n_match, 1)) * 2) + 16
-        )
         while True:
             scores, keys = self._faiss_search(modality, q[None], fetch, nprobe, ef_search)
             ok = keys[0] >= 0
