@@ -62,6 +62,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--url", help="server URL (default: $PEMT_URL or http://127.0.0.1:8000)")
     p.add_argument("--api-key", help="X-API-Key (default: $PEMT_API_KEY)")
     p.add_argument("--timeout", type=float, default=300.0, help="seconds per request")
+    p.add_argument(
+        "--retries", type=int, default=4, help="retries on 429/503 and refused connections"
+    )
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
 
     e = sub.add_parser("embed", help="upload a video; prints ids, times and timings")
@@ -145,7 +148,9 @@ def _run(args: argparse.Namespace, client: PemtClient) -> Any:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        with PemtClient(args.url, api_key=args.api_key, timeout=args.timeout) as client:
+        with PemtClient(
+            args.url, api_key=args.api_key, timeout=args.timeout, retries=args.retries
+        ) as client:
             out = _run(args, client)
     except PemtError as e:
         print(f"pemt-client: {e}", file=sys.stderr)
