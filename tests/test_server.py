@@ -381,3 +381,30 @@ print("ok")
         cwd=Path(__file__).resolve().parent.parent,
     )
     assert res.returncode == 0 and res.stdout.strip().endswith("ok"), res.stderr[-3000:]
+
+
+def test_decoder_over_its_time_is_killed_and_the_pool_goes_on(tmp_path: Path) -> None:
+    """A decode that overruns is stopped from outside (the child is killed); the next works."""
+    import asyncio
+
+    from pemt.config import get_config
+    from server.core.decode import DecodePool, DecodeRequest
+    from server.core.errors import MediaRejected
+
+    slow = make_test_video(tmp_path / "slow.mp4", seconds=8, width=160, height=120)
+    quick = make_test_video(tmp_path / "quick.mp4", seconds=1, width=64, height=48)
+    media_cfg = get_config("tiny").media
+    pool = DecodePool(slots=1, timeout_s=0.05, grace_s=0.0)
+    pool.warm()
+
+    async def run() -> None:
+        # time_budget_s=None: pemt.media would not stop itself, only the kill does
+        with pytest.raises(MediaRejected) as e:
+            await pool.decode(DecodeRequest(str(slow), media_cfg))
+        assert e.value.code == "timeout" and e.value.status == 422
+        pool.timeout_s = 30.0
+        res = await pool.decode(DecodeRequest(str(quick), media_cfg))
+        assert len(res.windows) == 1 and res.thumbnails[0][:2] == b"\xff\xd8"
+
+    asyncio.run(run())
+    pool.close()

@@ -151,9 +151,10 @@ def _child(conn: Any, req: DecodeRequest) -> None:
 class DecodePool:
     """Bounded decoding in child processes, each with a time limit."""
 
-    def __init__(self, slots: int, timeout_s: float) -> None:
+    def __init__(self, slots: int, timeout_s: float, grace_s: float = 2.0) -> None:
         self.slots = slots
         self.timeout_s = timeout_s
+        self.grace_s = grace_s  # pemt.media stops itself at timeout_s; the kill comes after this
         self._sem = asyncio.Semaphore(slots)
         try:
             self._ctx: Any = mp.get_context("forkserver")
@@ -164,9 +165,12 @@ class DecodePool:
 
     def warm(self) -> None:
         """Start the forkserver now (imports happen once, not on the first upload)."""
-        self._run(None)
+        self._run(None, timeout_s=60.0)
 
-    def _run(self, req: DecodeRequest | None) -> DecodeResult | None:
+    def _run(
+        self, req: DecodeRequest | None, timeout_s: float | None = None
+    ) -> DecodeResult | None:
+        limit = self.timeout_s + self.grace_s if timeout_s is None else timeout_s
         parent, child = self._ctx.Pipe(duplex=False)
         proc = self._ctx.Process(
             target=_child if req is not None else _noop,
@@ -178,8 +182,7 @@ class DecodePool:
         self._procs.add(proc)
         child.close()
         try:
-            grace = 2.0
-            if not parent.poll(self.timeout_s + grace):
+            if not parent.poll(limit):
                 proc.kill()
                 raise MediaRejected(
                     "timeout",
