@@ -1,4 +1,6 @@
-"""`pemt` command line. Each subcommand lives in its own module, which exposes
+"""`pemt`: train, inspect and use PEMT models from the command line.
+
+Each subcommand lives in its own module, which exposes
 ``register(subparsers)``; that function adds its parser and sets ``func`` (args -> exit code).
 Errors the user can fix print one line and exit non-zero, without a traceback."""
 

