@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import sys
@@ -16,7 +17,7 @@ pytest.importorskip("onnxruntime")
 pytest.importorskip("tritonclient.grpc")
 
 from pemt import spec  # noqa: E402
-from pemt.config import SHARING_MODES, get_config  # noqa: E402
+from pemt.config import SHARING_MODES, ModelConfig, get_config  # noqa: E402
 from pemt.export import (  # noqa: E402
     BuildOptions,
     ExportError,
@@ -119,6 +120,14 @@ def test_cli_single_onnxruntime(single_repo: tuple[Path, str]) -> None:
             assert o.dtype == w.dtype
     plan = plan_repository(cfg, "pemt", "single", 8)
     assert check_repository(out, plan, backend="onnxruntime", engine=False) == []
+    # the model travels with the config that built it (the server reads either)
+    assert ModelConfig.from_dict(json.loads(config.parameters["pemt.config"].string_value)) == cfg
+    import onnx
+
+    meta = {
+        p.key: p.value for p in onnx.load(str(out / "pemt" / "1" / "model.onnx")).metadata_props
+    }
+    assert ModelConfig.from_dict(json.loads(meta["pemt.config"])) == cfg
 
 
 def test_onnx_dynamic_batch_and_parity(tiny_ckpt: Path, single_repo: tuple[Path, str]) -> None:

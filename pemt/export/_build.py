@@ -278,6 +278,8 @@ def _build(o: BuildOptions, log: Callable[[str], None]) -> BuildReport:
             )
             if not accel and o.triton_backend == "onnxruntime":
                 config.optimization.Clear()
+            if entry.name == plan.name:  # the model travels with its config (server reads it)
+                config.parameters["pemt.config"].string_value = cfg.to_json()
             note = f"layout={o.layout} backend={o.triton_backend} precision={o.precision}"
             write_config(config, stage / entry.name / "config.pbtxt", note)
             (stage / entry.name / "1").mkdir(parents=True, exist_ok=True)
@@ -310,6 +312,7 @@ def _export_all(
     entries = {e.name: e for e in plan.entries}
     outs = [s.name for s in spec.model_outputs(cfg)]
     shapes = {s.name: s.shape for e in plan.entries for s in e.outputs}
+    meta = {"pemt.config": cfg.to_json(), "pemt.layout": plan.layout}
     if plan.layout == "single":
         return export_onnx(
             SingleWrapper(folded, cfg),
@@ -317,6 +320,7 @@ def _export_all(
             outs,
             stage / plan.name / "1" / "model.onnx",
             output_shapes=shapes,
+            metadata=meta,
         )
     import torch
 
@@ -334,6 +338,7 @@ def _export_all(
             ["visual_features"],
             stage / spec.ENSEMBLE_VISUAL_CNN / "1" / "model.onnx",
             output_shapes=shapes,
+            metadata=meta,
         ),
         export_onnx(
             AudioCNNWrapper(folded),
@@ -341,6 +346,7 @@ def _export_all(
             ["audio_features"],
             stage / spec.ENSEMBLE_AUDIO_CNN / "1" / "model.onnx",
             output_shapes=shapes,
+            metadata=meta,
         ),
         export_onnx(
             TransformerWrapper(folded, cfg),
@@ -353,6 +359,7 @@ def _export_all(
             outs,
             stage / spec.ENSEMBLE_TRANSFORMER / "1" / "model.onnx",
             output_shapes=shapes,
+            metadata=meta,
         ),
     }
     for entry in entries.values():

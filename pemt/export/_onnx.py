@@ -131,6 +131,7 @@ def export_onnx(
     path: Path,
     *,
     output_shapes: dict[str, tuple[int, ...]] | None = None,
+    metadata: dict[str, str] | None = None,
     opset: int = OPSET,
 ) -> str:
     """Export with a dynamic batch axis; returns which exporter worked.
@@ -139,7 +140,8 @@ def export_onnx(
     robustly; the dynamo exporter is the fallback if tracing fails. The TorchScript exporter
     leaves every output axis symbolic; ``output_shapes`` (without the batch axis, from
     pemt.spec) are stamped on the graph outputs, and the parity checks then verify that the
-    arrays ONNX Runtime returns have exactly those shapes.
+    arrays ONNX Runtime returns have exactly those shapes. ``metadata`` goes into the model's
+    ``metadata_props`` (the server reads ``pemt.config`` from there).
     """
     import onnx
 
@@ -178,8 +180,7 @@ def export_onnx(
                         dynamo=False,
                         do_constant_folding=True,
                     )
-            if output_shapes:
-                _stamp_output_shapes(path, output_shapes)
+            _stamp(path, output_shapes or {}, metadata or {})
             onnx.checker.check_model(str(path), full_check=True)
             return "dynamo" if dynamo else "torchscript"
         except Exception as e:  # noqa: BLE001 - try the other exporter, report both on failure
@@ -187,10 +188,13 @@ def export_onnx(
     raise RuntimeError("ONNX export failed with both exporters: " + " | ".join(errors))
 
 
-def _stamp_output_shapes(path: Path, shapes: dict[str, tuple[int, ...]]) -> None:
+def _stamp(path: Path, shapes: dict[str, tuple[int, ...]], metadata: dict[str, str]) -> None:
     import onnx
 
     model = onnx.load(str(path))
+    for key, value in metadata.items():
+        prop = model.metadata_props.add()
+        prop.key, prop.value = key, value
     for out in model.graph.output:
         if out.name not in shapes:
             continue
