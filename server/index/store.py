@@ -57,6 +57,7 @@ from typing import Any, Literal
 import faiss as _faiss
 import numpy as np
 
+from ._faiss import RWLock, Space, auto_nlist
 from ._snapshot import SnapshotError, read_snapshot, remove_stray_temps, write_snapshot
 from .types import (
     DEFAULT_MODALITIES,
@@ -118,108 +119,6 @@ _ITEM_COLS = (
 def _vt(modality: str) -> str:
     """Table of one modality's vectors (a rowid table: 3 KB blobs sit badly in WITHOUT ROWID)."""
     return f'"vec_{modality}"'
-
-
-class _RWLock:
-    """Readers-writer lock with writer preference (a waiting writer blocks new readers)."""
-
-    def __init__(self) -> None:
-        self._cond = threading.Condition(threading.Lock())
-        self._readers = 0
-        self._writer = False
-        self._waiting_writers = 0
-
-    @contextmanager
-    def read(self) -> Iterator[None]:
-        with self._cond:
-            while self._writer or self._waiting_writers:
-                self._cond.wait()
-            self._readers += 1
-        try:
-            yield
-        finally:
-            with self._cond:
-                self._readers -= 1
-                if not self._readers:
-                    self._cond.notify_all()
-
-    @contextmanager
-    def write(self) -> Iterator[None]:
-        with self._cond:
-            self._waiting_writers += 1
-            while self._writer or self._readers:
-                self._cond.wait()
-            self._waiting_writers -= 1
-            self._writer = True
-        try:
-            yield
-        finally:
-            with self._cond:
-                self._writer = False
-                self._cond.notify_all()
-
-
-class _Space:
-    """The FAISS index of one modality plus its not-yet-removed dead keys."""
-
-    def __init__(self, index: Any, trained_at: int = 0) -> None:
-        self.index = index
-        self.dead: set[int] = set()
-        self.trained_at = trained_at  # live count when the IVF was trained (0: not IVF yet)
-        self.version = 0  # bumped on every mutation (GPU copies compare it)
-        self._sel: tuple[Any, Any] | None = None
-
-    @property
-    def inner(self) -> Any:
-        return faiss.downcast_index(self.index.index)
-
-    @property
-    def is_ivf(self) -> bool:
-        return isinstance(self.inner, faiss.IndexIVF)
-
-    @property
-    def live(self) -> int:
-        return int(self.index.ntotal) - len(self.dead)
-
-    def keys(self) -> np.ndarray:
-        return faiss.vector_to_array(self.index.id_map).astype(np.int64)
-
-    def add(self, keys: np.ndarray, vecs: np.ndarray) -> None:
-        if len(keys):
-            self.index.add_with_ids(vecs, keys)
-            self.version += 1
-
-    def mark_dead(self, keys: Iterable[int]) -> None:
-        self.dead.update(keys)
-        self._sel = None
-        self.version += 1
-
-    def remove_dead(self) -> None:
-        if self.dead:
-            self.index.remove_ids(np.fromiter(self.dead, dtype=np.int64))
-            self.dead.clear()
-            self._sel = None
-            self.version += 1
-
-    def selector(self) -> tuple[Any, Any] | None:
-        """(batch, IDSelectorNot(batch)) skipping dead keys, None when there are none.
-
-        Call under the read lock and keep the pair alive while searching: IDSelectorNot does
-        not own the batch, and two readers may build the pair at once.
-        """
-        if not self.dead:
-            return None
-        sel = self._sel
-        if sel is None:
-            batch = faiss.IDSelectorBatch(np.fromiter(self.dead, dtype=np.int64))
-            sel = self._sel = (batch, faiss.IDSelectorNot(batch))
-        return sel
-
-
-def _auto_nlist(n: int) -> int:
-    """IVF list count from size: sqrt(n) rounded to a power of two, 16 <= nlist <= n / 39."""
-    nlist = 2 ** round(math.log2(max(math.sqrt(max(n, 1)), 1.0)))
-    return int(max(16, min(nlist, n // 39, 65536)))
 
 
 class VectorIndex:
@@ -322,11 +221,11 @@ class VectorIndex:
             )
 
         self._write_mutex = threading.RLock()
-        self._rw = _RWLock()
+        self._rw = RWLock()
         self._local = threading.local()
         self._readers: list[sqlite3.Connection] = []
         self._readers_lock = threading.Lock()
-        self._spaces: dict[str, _Space] = {}
+        self._spaces: dict[str, Space] = {}
         self._changes_since_snapshot = 0
         self._snapshot_seq: int | None = None
         self._count = int(self._wcon.execute("SELECT COUNT(*) FROM items").fetchone()[0])
@@ -414,7 +313,7 @@ class VectorIndex:
             if sorted(indexes) != sorted(self.modalities):
                 raise SnapshotError("snapshot sections do not match the modalities")
             for m in self.modalities:
-                self._spaces[m] = _Space(indexes[m], int(header["trained_at"].get(m, 0)))
+                self._spaces[m] = Space(indexes[m], int(header["trained_at"].get(m, 0)))
             added, dropped = self._reconcile()
             source = "snapshot"
             self._snapshot_seq = int(header["seq"])
@@ -494,7 +393,7 @@ class VectorIndex:
             faiss.downcast_index(index.index).hnsw.efConstruction = self.ef_construction
             return index, False
         if self.index_type == "ivf" and n >= self.ivf_min_train:
-            nlist = min(self.nlist or _auto_nlist(n), max(1, n // 39))
+            nlist = min(self.nlist or auto_nlist(n), max(1, n // 39))
             return faiss.index_factory(
                 self.dim, f"IDMap2,IVF{nlist},Flat", faiss.METRIC_INNER_PRODUCT
             ), True
@@ -523,7 +422,7 @@ class VectorIndex:
             vecs = np.frombuffer(b"".join(r[1] for r in rows), dtype=np.float32)
             yield keys, vecs.reshape(len(rows), self.dim)
 
-    def _build(self, modality: str) -> _Space:
+    def _build(self, modality: str) -> Space:
         """Build the FAISS index of one modality from SQLite (caller holds no FAISS state)."""
         t0 = time.perf_counter()
         faiss.omp_set_num_threads(self._omp_threads)
@@ -537,7 +436,7 @@ class VectorIndex:
             sample = np.sort(rng.choice(keys, size=n_train, replace=False))
             inner.train(self._read_vectors(modality, sample))
             trained_at = len(keys)
-        space = _Space(index, trained_at)
+        space = Space(index, trained_at)
         for chunk_keys, vecs in self._iter_vectors(modality):
             space.add(chunk_keys, vecs)
         if len(keys) >= 10_000:
@@ -649,10 +548,11 @@ class VectorIndex:
         con.execute("BEGIN IMMEDIATE")
         try:
             yield con
+            con.execute("COMMIT")  # the acknowledgement: durable from here on
         except BaseException:
-            con.execute("ROLLBACK")
+            if con.in_transaction:  # also when COMMIT itself failed (disk full, I/O error)
+                con.execute("ROLLBACK")
             raise
-        con.execute("COMMIT")  # the acknowledgement: durable from here on
 
     def _apply(
         self, added: dict[str, list[tuple[int, np.ndarray]]], removed: dict[str, list[int]]
@@ -876,7 +776,7 @@ class VectorIndex:
                 args += [name, value]
         return " INTERSECT ".join(parts), args
 
-    def _nprobe(self, space: _Space, nprobe: int | None = None) -> int:
+    def _nprobe(self, space: Space, nprobe: int | None = None) -> int:
         nlist = int(space.inner.nlist)
         return int(min(nlist, nprobe or self.nprobe or max(8, nlist // 16)))
 
