@@ -2,7 +2,7 @@
 
 A plain library (no pytest at module level), like ``tests/triton_server.py``:
 
-    repo = export_tiny_model(tmp / "repo")             # the project's own export code (torch)
+    repo = build_test_repository(tmp / "repo")  # server.testing: export/build_engine.py, tiny
     with PemtServer(repo, tmp / "data", api_keys=["k"]) as server:
         server.embed(make_clip(tmp / "a.mp4"), metadata={"label": "tone"})
         with launch_chromium(tmp / "profile") as context:
@@ -10,8 +10,7 @@ A plain library (no pytest at module level), like ``tests/triton_server.py``:
             page.goto(server.page_url)
 
 The server runs in its own process (``server.testing.ServerProcess``: uvicorn on 127.0.0.1 and a
-free port) with the embedded ONNX Runtime backend, so the torch-free wall of the serving path
-holds even though this test process has imported torch to export the model.
+free port) with the embedded ONNX Runtime backend on that repository.
 """
 
 from __future__ import annotations
@@ -32,7 +31,6 @@ from server.testing import ServerProcess
 __all__ = [
     "CHROMIUM_FLAGS",
     "PemtServer",
-    "export_tiny_model",
     "find_chromium",
     "launch_chromium",
     "make_clip",
@@ -60,33 +58,6 @@ def find_chromium() -> str | None:
         if candidate and Path(candidate).is_file() and os.access(candidate, os.X_OK):
             return candidate
     return None
-
-
-def export_tiny_model(out: Path, name: str = "pemt") -> Path:
-    """Export a randomly initialized ``tiny`` PEMT with ``pemt.export.build`` (fold -> ONNX,
-    parity-checked) into a model repository at ``out``; returns ``out``."""
-    import torch
-
-    from pemt.config import get_config
-    from pemt.export import BuildOptions, build
-    from pemt.model import build_model
-
-    torch.manual_seed(0)
-    model = build_model(get_config("tiny"))
-    build(
-        BuildOptions(
-            checkpoint=None,
-            model=model,
-            out=Path(out),
-            name=name,
-            format="onnx",
-            real_clip=False,
-            parity_batch=1,
-            max_batch=4,
-        ),
-        log=lambda _line: None,
-    )
-    return Path(out)
 
 
 def make_clip(
@@ -119,8 +90,6 @@ class PemtServer(ServerProcess):
             {
                 "PEMT_BACKEND": "onnx",
                 "PEMT_MODEL_PATH": str(model_path),
-                # used only if the exported model does not describe itself
-                "PEMT_CONFIG_NAME": "tiny",
                 "PEMT_DATA_DIR": str(data_dir),
                 "PEMT_API_KEYS": ",".join(self.api_keys),
                 "PEMT_DECODE_WORKERS": "1",

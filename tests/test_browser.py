@@ -1,8 +1,8 @@
 """The search page at ``/`` in a real headless Chromium against the real server.
 
-Real parts only: the tiny model exported by ``pemt.export``, the server in its own uvicorn
-process with the embedded ONNX Runtime backend, a FAISS + SQLite index in a temp dir, H.264/AAC
-clips encoded by FFmpeg, and Debian's chromium driven by Playwright. Screenshots go to
+Real parts only: the tiny model exported by ``export/build_engine.py``, the server in its own
+uvicorn process with the embedded ONNX Runtime backend, a FAISS + SQLite index in a temp dir,
+H.264/AAC clips encoded by FFmpeg, and Debian's chromium driven by Playwright. Screenshots go to
 ``artifacts/browser/``. Skipped (with the reason) only when chromium is not installed.
 """
 
@@ -17,11 +17,12 @@ import numpy as np
 import pytest
 from browser_fixtures import (
     PemtServer,
-    export_tiny_model,
     find_chromium,
     launch_chromium,
     make_clip,
 )
+
+from server.testing import build_test_repository
 
 pytestmark = [
     pytest.mark.browser,
@@ -73,8 +74,9 @@ def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def model_repo(workdir: Path) -> Path:
-    return export_tiny_model(workdir / "model_repository")
+def model_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    # the same place as tests/test_server.py: one export per session
+    return build_test_repository(tmp_path_factory.getbasetemp() / "pemt-tiny" / "repo")
 
 
 @pytest.fixture(scope="module")
