@@ -8,10 +8,10 @@ from .store import INDEX_TYPES, IndexType, VectorIndex
 from .types import ID_PATTERN, Classification, Hit, Item, Record, validate_id
 
 __all__ = [
-    "ID_PATTERN",
-    "INDEX_TYPES",
     "Classification",
     "Hit",
+    "ID_PATTERN",
+    "INDEX_TYPES",
     "IndexType",
     "Item",
     "Record",
