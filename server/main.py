@@ -8,6 +8,7 @@ typed state, and closes what it built.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
@@ -43,8 +44,10 @@ def create_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, AppState]]:
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
-        (settings.data_dir / "uploads").mkdir(exist_ok=True)
+        uploads = settings.data_dir / "uploads"
+        uploads.mkdir(parents=True, exist_ok=True)
+        for stale in uploads.glob("upload-*.bin"):  # left by a killed process (one per data_dir)
+            stale.unlink(missing_ok=True)
         own_backend = backend is None
         be = backend if backend is not None else await create_backend(settings)
         own_index = index is None
@@ -70,7 +73,7 @@ def create_app(
         )
         try:
             await state.run_index(lambda: None)
-            await _to_thread(decoder.warm)
+            await asyncio.to_thread(decoder.warm)
             state.started = True
             log.info(
                 "pemt server ready: backend=%s config=%s data_dir=%s",
@@ -106,12 +109,6 @@ def create_app(
 
         app.mount("/", StaticFiles(directory=static, html=True), name="static")
     return app
-
-
-async def _to_thread(fn: Any) -> Any:
-    import asyncio
-
-    return await asyncio.to_thread(fn)
 
 
 def __getattr__(name: str) -> Any:

@@ -136,6 +136,11 @@ def test_long_video_gives_one_item_per_window(http: httpx.Client, media: dict[st
     # stride and window are honoured, and re-embedding an id replaces its windows
     r = embed(http, media["long"], id="long", stride=4, window=4)
     assert [i["id"] for i in r.json()["items"]] == ["long#w0", "long#w1", "long#w2"]
+    # a shorter window than the model's: 2 s of content, the rest masked
+    r = embed(http, media["long"], id="short", window=2, stride=2, store="false")
+    assert [(i["start"], i["end"]) for i in r.json()["items"]] == [
+        (t, t + 2) for t in range(0, 10, 2)
+    ]
     page = http.get("/clips", params={"clip_id": "long"}).json()
     assert [c["id"] for c in page["items"]] == ["long#w0", "long#w1", "long#w2"]
     assert http.delete("/clips/long").json() == {"id": "long", "deleted": 3}
@@ -276,6 +281,7 @@ def test_bad_uploads_are_4xx_with_a_reason(
         ({"metadata": "[1,2]"}, "invalid_request"),
         ({"window": "99"}, "invalid_window"),
         ({"stride": "-1"}, "invalid_stride"),
+        ({"stride": "0.5"}, "invalid_stride"),
         ({"store": "maybe"}, "invalid_request"),
     ]:
         r = embed(http, media["clip"], **fields)

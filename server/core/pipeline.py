@@ -56,11 +56,15 @@ async def embed_upload(
     state: AppState, upload: Upload, *, window: float | None = None, stride: float | None = None
 ) -> Embedded:
     s = state.settings
-    if stride is not None and not (math.isfinite(stride) and 0 < stride <= s.max_duration_s):
-        raise BadRequest(
-            f"stride={stride} s must be > 0 and at most {s.max_duration_s:g} s",
-            code="invalid_stride",
-        )
+    seg = state.backend.cfg.media.segment_seconds
+    if stride is not None:
+        k = stride / seg if math.isfinite(stride) else -1.0
+        if not (0 < stride <= s.max_duration_s and k >= 1 and abs(k - round(k)) < 1e-6):
+            raise BadRequest(
+                f"stride={stride} s must be a positive multiple of {seg:g} s (one segment) and "
+                f"at most {s.max_duration_s:g} s",
+                code="invalid_stride",
+            )
     assert upload.path is not None
     if upload.size == 0:
         state.metrics.media_errors.labels("empty").inc()

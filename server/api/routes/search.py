@@ -40,6 +40,9 @@ async def read_json(request: Request, model: type[BaseModel]) -> Any:
         raise UnsupportedMediaType(
             f"send application/json with 'id' or 'vector', or multipart/form-data with 'file'; got {ctype or 'no content type'!r}"
         )
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > 4 * 1024 * 1024:
+        raise BadRequest("JSON body larger than 4 MiB", code="too_large", status=413)
     body = await request.body()
     if len(body) > 4 * 1024 * 1024:
         raise BadRequest("JSON body larger than 4 MiB", code="too_large", status=413)
