@@ -224,6 +224,11 @@ def main(argv: list[str] | None = None) -> int:
         "--modes", default=",".join(MODES), help="comma-separated subset of: " + ", ".join(MODES)
     )
     ap.add_argument("--peak-tflops", type=float, help="dense bf16 peak of the card (TFLOP/s)")
+    ap.add_argument(
+        "--tf32",
+        action="store_true",
+        help="let fp32 rows use TF32 tensor cores (default: strict fp32)",
+    )
     args = ap.parse_args(argv)
 
     install_shims()
@@ -238,8 +243,8 @@ def main(argv: list[str] | None = None) -> int:
             )
             return 2
         name = torch.cuda.get_device_name(device)
-        torch.backends.cuda.matmul.allow_tf32 = False  # fp32 rows mean fp32
-        torch.backends.cudnn.allow_tf32 = False
+        torch.backends.cuda.matmul.allow_tf32 = args.tf32  # fp32 rows mean fp32 unless --tf32
+        torch.backends.cudnn.allow_tf32 = args.tf32
         torch.backends.cudnn.benchmark = True
     else:
         name = f"CPU ({torch.get_num_threads()} threads)"
@@ -258,7 +263,7 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"torch {torch.__version__}, CUDA {torch.version.cuda}; folded params {params / 1e6:.1f}M; "
         f"{flops / 1e9:.4g} GFLOP per clip (FlopCounterMode); iters {args.iters}, "
-        f"warmup {args.warmup}; peak {peak or '?'} TFLOP/s dense bf16"
+        f"warmup {args.warmup}; TF32 {'on' if args.tf32 else 'off'}; peak {peak or '?'} TFLOP/s dense bf16"
         + (f"; stand-ins: {', '.join(SHIMS)}" if SHIMS else "")
     )
     print()
