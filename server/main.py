@@ -31,7 +31,7 @@ log = logging.getLogger("pemt.server")
 
 
 def open_index(settings: Settings, dim: int) -> Any:
-    from server.index.store import VectorIndex
+    from server.index import VectorIndex
 
     return VectorIndex(settings.data_dir / "index", dim=dim, index_type=settings.index_type)
 

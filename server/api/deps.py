@@ -53,7 +53,7 @@ ApiKey = Annotated[None, Depends(require_api_key)]
 
 
 def validate_item_id(value: str, what: str = "id") -> str:
-    from server.index.types import validate_id
+    from server.index import validate_id
 
     try:
         return validate_id(value, what)
