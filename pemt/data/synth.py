@@ -5,7 +5,8 @@ Picture and sound carry the same class. Class ``c`` has its own shape, colour an
 espeak-ng is absent the sound falls back to a class-specific tone pattern (base pitch and beep
 rhythm), and :func:`make_synth_dataset` says so.
 
-Per-clip nuisance, so the task is not trivial: path offset, speed, phase and size of the shape;
+Within a clip the shape swells while a word is spoken, so picture and sound are also in sync
+(an instance-level cue beyond the class). Per-clip nuisance, so the task is not trivial: path offset, speed, phase and size of the shape;
 hue jitter; a background colour gradient with pixel noise; a distractor blob of random colour on
 its own random path; speech pitch, rate and voice variant (or tone pitch jitter); word timing;
 background audio noise and level.
@@ -115,8 +116,17 @@ def _rgb(hsv: tuple[float, float, float]) -> np.ndarray:
 
 
 def _render(
-    c: int, k: int, n_frames: int, fps: int, width: int, height: int, rng: np.random.Generator
+    c: int,
+    k: int,
+    n_frames: int,
+    fps: int,
+    width: int,
+    height: int,
+    rng: np.random.Generator,
+    loudness: np.ndarray,
 ) -> np.ndarray:
+    """Frames (N, H, W, 3) uint8; the shape swells with ``loudness`` (N,) in [0, 1], the speech
+    envelope, so picture and sound are also in sync within a clip."""
     shape, hsv, path = _class_style(c, k)
     hue = (hsv[0] + rng.uniform(-0.04, 0.04)) % 1.0
     colour = _rgb((hue, hsv[1] * rng.uniform(0.8, 1.0), hsv[2] * rng.uniform(0.75, 1.0)))
@@ -194,7 +204,8 @@ def _tone_word(c: int, rng: np.random.Generator, sample_rate: int) -> np.ndarray
 
 def _soundtrack(
     c: int, name: str, seconds: float, sample_rate: int, rng: np.random.Generator, speech: bool
-) -> np.ndarray:
+) -> tuple[np.ndarray, np.ndarray]:
+    """(mixed audio, the words alone) at ``sample_rate``."""
     n = round(seconds * sample_rate)
     word = _espeak(name, rng, sample_rate) if speech else _tone_word(c, rng, sample_rate)
     peak = float(np.abs(word).max()) or 1.0
@@ -204,13 +215,14 @@ def _soundtrack(
     audio += rng.uniform(0, 0.05) * np.sin(2 * np.pi * hum_f * np.arange(n) / sample_rate).astype(
         np.float32
     )
+    words = np.zeros(n, dtype=np.float32)
     t = rng.uniform(0.0, 0.6)
     while t < seconds:
         s0 = round(t * sample_rate)
         seg = word[: max(0, n - s0)] * rng.uniform(0.5, 1.0)
-        audio[s0 : s0 + len(seg)] += seg
+        words[s0 : s0 + len(seg)] += seg
         t += len(word) / sample_rate + rng.uniform(0.2, 1.2)
-    return np.clip(audio, -1, 1)
+    return np.clip(audio + words, -1, 1), words
 
 
 def make_clip(
@@ -232,8 +244,12 @@ def make_clip(
         speech = espeak_available()
     rng = np.random.default_rng([seed, c])
     n_frames = max(1, round(seconds * fps))
-    frames = _render(c, classes, n_frames, fps, width, height, rng)
-    audio = _soundtrack(c, CLASS_NAMES[c], seconds, sample_rate, rng, speech)
+    audio, words = _soundtrack(c, CLASS_NAMES[c], seconds, sample_rate, rng, speech)
+    hop = sample_rate / fps
+    rms = np.array([np.sqrt(np.mean(words[round(i * hop) : round((i + 1) * hop)] ** 2) + 1e-12)
+                    for i in range(n_frames)])  # fmt: skip
+    loudness = np.clip(rms / (rms.max() + 1e-9), 0, 1)
+    frames = _render(c, classes, n_frames, fps, width, height, rng, loudness)
     path.parent.mkdir(parents=True, exist_ok=True)
     with av.open(str(path), "w") as out:
         vs = cast(VideoStream, out.add_stream("libx264", rate=fps))
