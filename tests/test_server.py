@@ -414,3 +414,42 @@ def test_decoder_over_its_time_is_killed_and_the_pool_goes_on(tmp_path: Path) ->
 
     asyncio.run(run())
     pool.close()
+
+
+def test_backend_outage_is_503_and_parts_are_injectable(
+    repo: Path, media: dict[str, Path], tmp_path: Path
+) -> None:
+    """A backend that fails (Triton gone: a fault we stand in for) answers 503 + Retry-After;
+    readiness follows the backend. Also exercises create_app(backend=...)."""
+    from fastapi.testclient import TestClient
+
+    from pemt.config import get_config
+    from server.backends import Backend, BackendError
+    from server.core.config import Settings
+    from server.main import create_app
+
+    class Down(Backend):
+        name = "down"
+        cfg = get_config("tiny")
+        max_batch = 1
+
+        async def embed(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+            raise BackendError("Triton at 127.0.0.1:1 is UNAVAILABLE")
+
+        def ready(self) -> bool:
+            return False
+
+        def info(self) -> dict[str, str]:
+            return {"backend": self.name}
+
+        async def close(self) -> None:
+            return None
+
+    app = create_app(Settings(model_path=repo, data_dir=tmp_path), backend=Down())
+    with TestClient(app) as c:
+        with open(media["clip"], "rb") as f:
+            r = c.post("/embed", files={"file": ("a.mp4", f, "video/mp4")})
+        assert r.status_code == 503 and r.headers["retry-after"] == "5", r.text
+        assert r.json()["error"]["code"] == "backend_unavailable"
+        assert c.get("/readyz").status_code == 503
+        assert c.get("/info").json()["backend"] == {"backend": "down"}

@@ -13,6 +13,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from server.backends.base import BackendError
+
 __all__ = [
     "MEDIA_STATUS",
     "ApiError",
@@ -145,6 +147,15 @@ def install_error_handlers(app: FastAPI) -> None:
             error_body(_http_code(exc.status_code), str(exc.detail)),
             status_code=exc.status_code,
             headers=getattr(exc, "headers", None),
+        )
+
+    @app.exception_handler(BackendError)
+    async def _backend(request: Request, exc: BackendError) -> JSONResponse:
+        log.error("backend failure on %s %s: %s", request.method, request.url.path, exc)
+        return JSONResponse(
+            error_body("backend_unavailable", f"the model backend failed: {exc}; retry shortly"),
+            status_code=503,
+            headers={"Retry-After": "5"},
         )
 
     @app.exception_handler(Exception)

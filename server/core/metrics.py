@@ -32,6 +32,9 @@ class Metrics:
             "pemt_stage_seconds", "time per pipeline stage", ["stage"], buckets=_BUCKETS, registry=r
         )
         self.jobs_in_flight = Gauge("pemt_jobs_in_flight", "media jobs running now", registry=r)
+        self.jobs_waiting = Gauge(
+            "pemt_jobs_waiting", "media jobs queued for a slot (queue depth)", registry=r
+        )
         self.jobs_rejected = Counter(
             "pemt_jobs_rejected_total", "jobs answered 429 (saturated)", registry=r
         )

@@ -30,6 +30,7 @@ class JobLimiter:
         self.metrics = metrics
         self._sem = asyncio.Semaphore(limit)
         self.in_flight = 0
+        self.waiting = 0
 
     async def acquire(self) -> None:
         """Take a slot, or raise Busy (429 + Retry-After) when none frees within ``wait_s``."""
@@ -38,9 +39,15 @@ class JobLimiter:
             await self._sem.acquire()
             acquired = True
         elif self.wait_s > 0:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._sem.acquire(), self.wait_s)
-                acquired = True
+            self.waiting += 1
+            self.metrics.jobs_waiting.set(self.waiting)
+            try:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._sem.acquire(), self.wait_s)
+                    acquired = True
+            finally:
+                self.waiting -= 1
+                self.metrics.jobs_waiting.set(self.waiting)
         if not acquired:
             self.metrics.jobs_rejected.inc()
             raise Busy(
