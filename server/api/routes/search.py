@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -56,20 +57,16 @@ async def read_json(request: Request, model: type[BaseModel]) -> Any:
         raise BadRequest("; ".join(parts), code="invalid_request", status=422) from None
 
 
+@dataclass
 class Query:
     """A resolved query: vector, modality, k, filter, and an id to leave out."""
 
-    def __init__(
-        self,
-        vector: np.ndarray,
-        modality: str,
-        k: int,
-        filter: dict[str, Any] | None,
-        exclude: str | None,
-        timings: dict[str, float],
-    ) -> None:
-        self.vector, self.modality, self.k, self.filter = vector, modality, k, filter
-        self.exclude, self.timings = exclude, timings
+    vector: np.ndarray
+    modality: str
+    k: int
+    filter: dict[str, Any] | None
+    exclude: str | None
+    timings: dict[str, float]
 
     @property
     def excluded(self) -> tuple[str, ...]:
