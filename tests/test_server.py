@@ -453,3 +453,30 @@ def test_backend_outage_is_503_and_parts_are_injectable(
         assert r.json()["error"]["code"] == "backend_unavailable"
         assert c.get("/readyz").status_code == 503
         assert c.get("/info").json()["backend"] == {"backend": "down"}
+
+
+def test_job_limiter_waits_briefly_then_refuses() -> None:
+    import asyncio
+
+    from server.core.errors import Busy
+    from server.core.metrics import Metrics
+    from server.core.state import JobLimiter
+
+    async def run() -> None:
+        m = Metrics()
+        jobs = JobLimiter(limit=1, wait_s=0.5, retry_after_s=3, metrics=m)
+        await jobs.acquire()
+        asyncio.get_running_loop().call_later(0.05, jobs.release)
+        await jobs.acquire()  # waited for the release above
+        assert jobs.in_flight == 1 and jobs.waiting == 0
+        jobs.wait_s = 0.05
+        with pytest.raises(Busy) as e:
+            await jobs.acquire()
+        assert e.value.status == 429 and e.value.headers == {"Retry-After": "3"}
+        jobs.release()
+        async with jobs.slot():
+            assert jobs.in_flight == 1
+        assert jobs.in_flight == 0
+        assert m.jobs_rejected._value.get() == 1
+
+    asyncio.run(run())
