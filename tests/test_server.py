@@ -480,3 +480,29 @@ def test_job_limiter_waits_briefly_then_refuses() -> None:
         assert m.jobs_rejected._value.get() == 1
 
     asyncio.run(run())
+
+
+def test_onnx_backend_reads_the_exported_config_and_checks_the_graph(repo: Path) -> None:
+    import asyncio
+
+    from pemt.config import get_config
+    from pemt.spec import model_inputs
+    from server.backends import BackendError
+    from server.backends.onnx import OnnxBackend
+
+    b = OnnxBackend.create(repo / "pemt" / "1" / "model.onnx", max_batch=64)
+    assert b.cfg == get_config("tiny")  # from the model's own metadata, no fallback given
+    assert b.max_batch == 8  # capped by config.pbtxt's max_batch_size
+    # 11 rows run as chunks of 8 + 3 and come back whole
+    rng = np.random.default_rng(0)
+    x = {s.name: (rng.random((11, *s.shape)) * 255).astype(s.dtype) for s in model_inputs(b.cfg)}
+    out = b.embed_sync(x)
+    np.testing.assert_allclose(
+        out["embedding"][8:], b.embed_sync({k: v[8:] for k, v in x.items()})["embedding"], atol=1e-5
+    )
+    with pytest.raises(ValueError, match="audio: dtype float64"):
+        b.embed_sync({**x, "audio": x["audio"].astype(np.float64)})
+    b.cfg = get_config("small")  # a graph exported for another config
+    with pytest.raises(BackendError, match="pemt.spec says"):
+        b._check_graph()
+    asyncio.run(b.close())
