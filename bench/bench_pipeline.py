@@ -46,7 +46,9 @@ def main() -> None:
         path = tmp / f"clip_{label}.mp4"
         t0 = time.perf_counter()
         make_test_video(path, seconds=30, width=w, height=h, fps=30)
-        print(f"encoded {label} 30-s H.264/AAC in {time.perf_counter() - t0:.1f}s ({path.stat().st_size >> 10} KiB)")
+        print(
+            f"encoded {label} 30-s H.264/AAC in {time.perf_counter() - t0:.1f}s ({path.stat().st_size >> 10} KiB)"
+        )
         clips[label] = path
 
     rows = []
@@ -65,7 +67,9 @@ def main() -> None:
             run_model()
             model_s = _median_time(run_model, args.repeat)
             rows.append((name, label, len(windows), decode_s, model_s))
-            print(f"{name:6} {label}: windows={len(windows)} decode {decode_s:.2f}s model {model_s:.2f}s")
+            print(
+                f"{name:6} {label}: windows={len(windows)} decode {decode_s:.2f}s model {model_s:.2f}s"
+            )
 
     cpu = platform.processor() or platform.machine()
     lines = [
@@ -73,7 +77,9 @@ def main() -> None:
         "| --- | --- | --- | --- | --- | --- | --- |",
     ]
     for name, label, nw, d, m in rows:
-        lines.append(f"| {name} | 30 s {label} H.264/AAC | {nw} | {d:.2f} | {m:.2f} | {d + m:.2f} | {d / (d + m):.0%} |")
+        lines.append(
+            f"| {name} | 30 s {label} H.264/AAC | {nw} | {d:.2f} | {m:.2f} | {d + m:.2f} | {d / (d + m):.0%} |"
+        )
     table = "\n".join(lines)
     header = (
         f"Command: `.venv/bin/python bench/bench_pipeline.py --repeat {args.repeat}`; machine: "
