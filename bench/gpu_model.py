@@ -142,8 +142,9 @@ def count_flops(model: torch.nn.Module, inputs: tuple[torch.Tensor, ...]) -> int
     return int(fc.get_total_flops())
 
 
-def autocast(device: torch.device, enabled: bool) -> Any:
-    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=enabled)
+def autocast(device: torch.device, enabled: bool, cache: bool = True) -> Any:
+    # CUDA graph capture needs cache=False: autocast's weight-cast cache must not outlive capture
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=enabled, cache_enabled=cache)
 
 
 def run_mode(
@@ -193,12 +194,12 @@ def run_mode(
         static = tuple(x.clone() for x in inputs)
         stream = torch.cuda.Stream()
         stream.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(stream), torch.inference_mode(), autocast(device, True):
+        with torch.cuda.stream(stream), torch.inference_mode(), autocast(device, True, cache=False):
             for _ in range(3):  # warm up on a side stream before capture
                 folded(*static)
         torch.cuda.current_stream().wait_stream(stream)
         graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph), torch.inference_mode(), autocast(device, True):
+        with torch.cuda.graph(graph), torch.inference_mode(), autocast(device, True, cache=False):
             folded(*static)
         return time_fn(graph.replay, device, iters, warmup)
     raise ValueError(f"unknown mode {mode!r}")
