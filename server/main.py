@@ -22,6 +22,7 @@ from server.backends import Backend, create_backend
 from server.core.config import Settings, load_settings
 from server.core.decode import DecodePool
 from server.core.errors import install_error_handlers
+from server.core.media import MediaStore
 from server.core.metrics import Metrics, MetricsMiddleware
 from server.core.state import AppState, JobLimiter
 
@@ -34,6 +35,17 @@ def open_index(settings: Settings, dim: int) -> Any:
     from server.index import VectorIndex
 
     return VectorIndex(settings.data_dir / "index", dim=dim, index_type=settings.index_type)
+
+
+def clean_media(media: MediaStore, index: Any) -> int:
+    """Drop kept files whose clip has no rows (a crash between file and index); see
+    server.core.media. Blocking."""
+    from server.core.pipeline import clip_of
+
+    n = media.clean(lambda clip: clip_of(index, clip) is not None)
+    if n:
+        log.info("removed %d media file(s) left without index rows", n)
+    return n
 
 
 def create_app(
@@ -58,12 +70,14 @@ def create_app(
                 await be.close()
             raise
         decoder = DecodePool(settings.decode_workers, settings.decode_timeout_s)
+        media = MediaStore(settings.data_dir / "media")
         state = AppState(
             settings=settings,
             backend=be,
             index=idx,
             decoder=decoder,
             metrics=metrics_,
+            media=media,
             jobs=JobLimiter(
                 settings.max_concurrent_jobs,
                 settings.queue_wait_s,
@@ -72,7 +86,7 @@ def create_app(
             ),
         )
         try:
-            await state.run_index(lambda: None)
+            await state.run_index(clean_media, media, idx)
             await asyncio.to_thread(decoder.warm)
             state.started = True
             log.info(

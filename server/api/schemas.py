@@ -30,7 +30,9 @@ class EmbedResponse(BaseModel):
 class _Query(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    id: str | None = Field(None, description="a stored item id (the item itself is left out)")
+    id: str | None = Field(
+        None, description="a stored item id (every window of its clip is left out)"
+    )
     vector: list[float] | None = Field(None, description="a query vector (normalized here)")
     k: int = Field(10, ge=1, le=1000)
     filter: dict[str, Scalar] | None = Field(

@@ -32,6 +32,10 @@ class Settings(BaseSettings):
     config_name: str | None = None
     max_batch: int = Field(8, ge=1, le=1024)
     data_dir: Path = Path("data")
+    # keep each stored upload's source file (data_dir/media/) and serve it at
+    # GET /clips/{id}/media (HTTP ranges) for the search page's preview; false: keep nothing
+    # new, the route answers 404, and files kept earlier stay on disk until their clip is deleted
+    keep_media: bool = True
     index_type: Literal["flat", "ivf", "hnsw"] = "flat"
     max_upload_bytes: int = Field(512 * 1024 * 1024, gt=0)
     max_duration_s: float = Field(3600.0, gt=0)

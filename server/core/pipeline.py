@@ -18,6 +18,8 @@ from server.core.uploads import Upload
 __all__ = [
     "MODALITIES",
     "Embedded",
+    "clip_item_ids",
+    "clip_of",
     "embed_upload",
     "parse_bool",
     "parse_float",
@@ -97,6 +99,25 @@ async def embed_upload(
     return Embedded(
         decoded.windows, vectors, decoded.thumbnails, {"decode": t1 - t0, "model": t2 - t1}
     )
+
+
+def clip_item_ids(index: Any, clip_id: str) -> list[str]:
+    """Ids of every stored item (window) of a clip; blocking (run it in the index pool)."""
+    ids: list[str] = []
+    while True:
+        page = index.list(len(ids), 10_000, clip_id=clip_id)
+        ids += [it.id for it in page]
+        if len(page) < 10_000:
+            return ids
+
+
+def clip_of(index: Any, item_id: str) -> str | None:
+    """The clip an id names: a stored item's clip (itself if it has none), or a clip id that
+    has windows; None if neither. Blocking."""
+    item = index.get(item_id)
+    if item is not None:
+        return str(item.clip_id or item.id)
+    return item_id if index.list(0, 1, clip_id=item_id) else None
 
 
 def query_vector(emb: Embedded, modality: str) -> np.ndarray:

@@ -13,6 +13,7 @@ from server.backends import Backend
 from server.core.config import Settings
 from server.core.decode import DecodePool
 from server.core.errors import Busy
+from server.core.media import MediaStore
 from server.core.metrics import Metrics
 
 __all__ = ["AppState", "JobLimiter"]
@@ -79,6 +80,7 @@ class AppState:
     decoder: DecodePool
     jobs: JobLimiter
     metrics: Metrics
+    media: MediaStore  # kept source videos (data_dir/media)
     # FAISS + SQLite calls leave the event loop (VectorIndex is thread-safe: one writer, readers)
     index_pool: ThreadPoolExecutor = field(
         default_factory=lambda: ThreadPoolExecutor(max_workers=2, thread_name_prefix="pemt-index")

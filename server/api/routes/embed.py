@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import logging
 import time
 import uuid
+from pathlib import Path
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request
@@ -11,8 +13,10 @@ from fastapi import APIRouter, Depends, Request
 from server.api import schemas
 from server.api.deps import State, job_slot, require_api_key, validate_item_id
 from server.core.errors import BadRequest
+from server.core.media import MediaStore, choose_suffix
 from server.core.pipeline import (
     MODALITIES,
+    clip_item_ids,
     embed_upload,
     parse_bool,
     parse_float,
@@ -20,13 +24,40 @@ from server.core.pipeline import (
 )
 from server.core.uploads import receive_upload
 
+log = logging.getLogger("pemt.server")
 
-def store_clip(index: Any, clip_id: str, records: list[Any]) -> None:
+
+def store_clip(
+    index: Any,
+    clip_id: str,
+    records: list[Any],
+    media: MediaStore | None = None,
+    staged: Path | None = None,
+) -> None:
     """Write a clip's windows (one transaction), then drop windows left from an earlier upload
-    of the same id. A crash in between leaves stale windows, never loses the new ones."""
+    of the same id. A crash in between leaves stale windows, never loses the new ones.
+
+    ``staged``: the upload already moved into the media folder; it becomes the clip's kept
+    file once the windows are committed (server.core.media explains the order). Without it,
+    a file kept for an earlier upload of the id is removed."""
+    if media is None:
+        _store_windows(index, clip_id, records)
+        return
+    with media.lock:
+        _store_windows(index, clip_id, records)
+        try:
+            if staged is not None:
+                media.commit(staged, clip_id)
+            else:  # not kept this time: an earlier upload's file no longer matches
+                media.remove(clip_id)
+        except OSError as e:  # the windows are stored; only the preview is missing
+            log.error("could not keep the source of clip %r: %s", clip_id, e)
+
+
+def _store_windows(index: Any, clip_id: str, records: list[Any]) -> None:
     ids = index.upsert_many(records)
     keep = set(ids)
-    stale = [it.id for it in index.list(0, 10_000, clip_id=clip_id) if it.id not in keep]
+    stale = [it for it in clip_item_ids(index, clip_id) if it not in keep]
     for item_id in stale:
         index.delete(item_id)
 
@@ -64,6 +95,17 @@ async def embed(request: Request, state: State) -> schemas.EmbedResponse:
 
 
 async def _embed(request: Request, state: State, t0: float) -> schemas.EmbedResponse:
+    staged: list[Path] = []
+    try:
+        return await _embed_upload(request, state, t0, staged)
+    finally:
+        for path in staged:  # not committed: the request failed or was cancelled
+            state.media.discard(path)
+
+
+async def _embed_upload(
+    request: Request, state: State, t0: float, staged: list[Path]
+) -> schemas.EmbedResponse:
     from server.index.types import Record, validate_metadata
 
     s = state.settings
@@ -85,6 +127,11 @@ async def _embed(request: Request, state: State, t0: float) -> schemas.EmbedResp
         window, stride = parse_float(f, "window"), parse_float(f, "stride")
         state.metrics.observe_stage("upload", up.seconds)
         emb = await embed_upload(state, up, window=window, stride=stride)
+        if store and s.keep_media:
+            assert up.path is not None
+            # a rename into data_dir/media while the upload is still ours (no copy)
+            suffix = choose_suffix(up.path, up.filename, up.content_type)
+            staged.append(state.media.stage(up.path, suffix))
     multi = len(emb.windows) > 1
     ids = [f"{clip_id}#w{w.index}" if multi else clip_id for w in emb.windows]
     t_index = 0.0
@@ -114,7 +161,9 @@ async def _embed(request: Request, state: State, t0: float) -> schemas.EmbedResp
                 )
             )
         ti = time.perf_counter()
-        await state.run_index(store_clip, state.index, clip_id, records)
+        keep = staged[0] if staged else None
+        await state.run_index(store_clip, state.index, clip_id, records, state.media, keep)
+        staged.clear()
         t_index = time.perf_counter() - ti
         state.metrics.observe_stage("index", t_index)
     fused = emb.vectors[next(iter(MODALITIES))]

@@ -15,6 +15,7 @@ from server.api import convert, schemas
 from server.api.deps import State, job_slot, require_api_key, validate_item_id
 from server.core.errors import BadRequest, NotFound, UnsupportedMediaType
 from server.core.pipeline import (
+    clip_item_ids,
     embed_upload,
     parse_float,
     parse_int,
@@ -59,18 +60,15 @@ async def read_json(request: Request, model: type[BaseModel]) -> Any:
 
 @dataclass
 class Query:
-    """A resolved query: vector, modality, k, filter, and an id to leave out."""
+    """A resolved query: vector, modality, k, filter, and the ids to leave out (a stored
+    item's whole clip: every window sharing its clip_id)."""
 
     vector: np.ndarray
     modality: str
     k: int
     filter: dict[str, Any] | None
-    exclude: str | None
+    excluded: tuple[str, ...]
     timings: dict[str, float]
-
-    @property
-    def excluded(self) -> tuple[str, ...]:
-        return (self.exclude,) if self.exclude else ()
 
 
 async def resolve_query(
@@ -99,7 +97,7 @@ async def resolve_query(
             )
             vec = query_vector(emb, modality)
             timings = {"upload": up.seconds, **emb.timings}
-        return Query(vec, modality, k, flt, None, timings), extra
+        return Query(vec, modality, k, flt, (), timings), extra
     req = await read_json(request, model)
     if req.k > s.max_k:
         raise BadRequest(
@@ -107,7 +105,14 @@ async def resolve_query(
         )
     if req.id is not None:
         item_id = validate_item_id(req.id)
-        item = await state.run_index(state.index.get, item_id, with_vectors=True)
+
+        def _item() -> tuple[Any, tuple[str, ...]]:
+            item = state.index.get(item_id, with_vectors=True)
+            if item is None or not item.clip_id:
+                return item, (item_id,)
+            return item, (item_id, *clip_item_ids(state.index, item.clip_id))
+
+        item, excluded = await state.run_index(_item)
         if item is None:
             raise NotFound(f"no item with id {item_id!r}; list ids with GET /clips")
         stored = (item.vectors or {}).get(req.modality)
@@ -119,7 +124,7 @@ async def resolve_query(
                 status=422,
             )
         return Query(
-            np.asarray(stored, np.float32), req.modality, req.k, req.filter, item_id, {}
+            np.asarray(stored, np.float32), req.modality, req.k, req.filter, excluded, {}
         ), req
     from server.index.types import as_vector
 
@@ -127,7 +132,7 @@ async def resolve_query(
         vec = as_vector(req.vector, state.backend.cfg.embed_dim, "vector")
     except ValueError as e:
         raise BadRequest(str(e), code="invalid_vector", status=422) from None
-    return Query(vec, req.modality, req.k, req.filter, None, {}), req
+    return Query(vec, req.modality, req.k, req.filter, (), {}), req
 
 
 def _filter(flt: dict[str, Any] | None) -> Any:
