@@ -123,6 +123,7 @@ def recall(got: list[list[str]], truth: list[list[str]], k: int) -> float:
 def run_one(path: Path, data: DataSet, index_type: str, queries: np.ndarray, args) -> dict:
     opts = dict(
         index_type=index_type,
+        snapshots=True,  # measure snapshot write and open for every type, flat included
         nprobe=args.nprobe,
         hnsw_m=args.hnsw_m,
         ef_construction=args.ef_construction,

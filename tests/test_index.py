@@ -338,26 +338,41 @@ def test_persistence_snapshot_and_replay(tmp_path):
     x = random_vectors(600, seed=13)
     queries = random_vectors(10, seed=14)
     path = tmp_path / "ix"
-    with VectorIndex(path, dim=D) as ix:
+    with VectorIndex(path, snapshots=True, dim=D) as ix:
         ids = fill(ix, x[:400])
     assert (path / "index.snapshot").exists()
-    with VectorIndex(path, snapshot_on_close=False) as ix:  # dim read from the database
+    with VectorIndex(
+        path, snapshots=True, snapshot_on_close=False
+    ) as ix:  # dim read from the database
         assert ix.stats()["load"]["source"] == "snapshot" and ix.count() == 400
         ids += fill(ix, x[400:], prefix="w")  # newer than the snapshot
         for i in range(0, 100):  # deleted after the snapshot
             ix.delete(ids[i])
-    with VectorIndex(path) as ix:  # old snapshot + replay of the SQLite rows newer than it
+    with VectorIndex(
+        path, snapshots=True
+    ) as ix:  # old snapshot + replay of the SQLite rows newer than it
         st = ix.stats()
         assert st["load"]["source"] == "snapshot" and st["count"] == 500
         for q in queries:
             assert [h.id for h in ix.search(q, 10)] == brute_force(x[100:], ids[100:], q, 10)
 
 
+def test_flat_default_has_no_snapshot_and_reopens_from_sqlite(tmp_path):
+    x = random_vectors(300, seed=23)
+    with VectorIndex(tmp_path, dim=D) as ix:
+        ids = fill(ix, x)
+        ix.delete("v0")
+    assert not (tmp_path / "index.snapshot").exists()
+    with VectorIndex(tmp_path) as ix:
+        assert ix.stats()["load"]["source"] == "sqlite" and ix.count() == 299
+        assert [h.id for h in ix.search(x[5], 3)] == brute_force(x[1:], ids[1:], x[5], 3)
+
+
 @pytest.mark.parametrize("damage", ["truncate", "flip", "garbage", "empty", "other_db"])
 def test_bad_snapshot_is_ignored(tmp_path, damage):
     x = random_vectors(500, seed=15)
     path = tmp_path / "ix"
-    with VectorIndex(path, dim=D) as ix:
+    with VectorIndex(path, snapshots=True, dim=D) as ix:
         ids = fill(ix, x)
     snap = path / "index.snapshot"
     data = bytearray(snap.read_bytes())
@@ -370,17 +385,17 @@ def test_bad_snapshot_is_ignored(tmp_path, damage):
     elif damage == "empty":
         data = bytearray()
     else:
-        with VectorIndex(tmp_path / "other", dim=D) as other:
+        with VectorIndex(tmp_path / "other", dim=D, snapshots=True) as other:
             fill(other, random_vectors(50, seed=16))
         data = bytearray((tmp_path / "other" / "index.snapshot").read_bytes())
     snap.write_bytes(bytes(data))
     (path / "index.snapshot.tmp-999").write_bytes(b"partial")  # a crashed writer's temp file
-    with VectorIndex(path) as ix:
+    with VectorIndex(path, snapshots=True) as ix:
         assert ix.stats()["load"]["source"] == "sqlite"
         assert not (path / "index.snapshot.tmp-999").exists()
         q = random_vectors(1, seed=17)[0]
         assert [h.id for h in ix.search(q, 10)] == brute_force(x, ids, q, 10)
-    with VectorIndex(path) as ix:  # the close rewrote a good snapshot
+    with VectorIndex(path, snapshots=True) as ix:  # the close rewrote a good snapshot
         assert ix.stats()["load"]["source"] == "snapshot"
 
 
@@ -388,7 +403,7 @@ _WRITER = """
 import sys, numpy as np
 sys.path.insert(0, {root!r})
 from server.index import VectorIndex
-ix = VectorIndex({path!r}, dim={dim}, snapshot_every=40)
+ix = VectorIndex({path!r}, dim={dim}, snapshots=True, snapshot_every=40)
 print("ready", flush=True)
 i = 0
 while True:

@@ -27,6 +27,7 @@ import numpy as np
 faiss: Any = _faiss  # its type stubs lack PyCallbackIOWriter
 MAGIC = b"PEMTSNP1"
 _TAIL = struct.Struct("<Q32s")  # footer length, sha256
+_MAX_FOOTER = 1 << 20
 
 
 class SnapshotError(ValueError):
@@ -81,47 +82,50 @@ def write_snapshot(path: Path, indexes: Mapping[str, Any], header: dict[str, Any
         raise
 
 
-def read_snapshot(path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Return (header, name -> faiss index); raise ``SnapshotError`` on any defect."""
+def read_snapshot(
+    path: Path, expect: Mapping[str, Any] | None = None
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Return (header, name -> faiss index); raise ``SnapshotError`` on any defect.
+
+    The footer is checked against ``expect`` first (cheap: a few KB from the end), then the
+    whole file is read once, its digest verified, and only then handed to FAISS.
+    """
     try:
         size = path.stat().st_size
     except FileNotFoundError as exc:
         raise SnapshotError("no snapshot file") from exc
     if size < len(MAGIC) + _TAIL.size:
         raise SnapshotError(f"snapshot is truncated ({size} bytes)")
+    body_end = size - 32
     with open(path, "rb") as f:
         if f.read(len(MAGIC)) != MAGIC:
             raise SnapshotError("snapshot has a wrong magic number")
         f.seek(size - _TAIL.size)
         footer_len, digest = _TAIL.unpack(f.read(_TAIL.size))
-        body_end = size - 32
-        if footer_len > body_end - len(MAGIC):
+        if footer_len > min(body_end - 8 - len(MAGIC), _MAX_FOOTER):
             raise SnapshotError("snapshot footer length is out of range")
-        f.seek(0)
-        sha = hashlib.sha256()
-        left = body_end
-        while left:
-            chunk = f.read(min(left, 1 << 24))
-            if not chunk:
-                raise SnapshotError("snapshot ended early")
-            sha.update(chunk)
-            left -= len(chunk)
-        if sha.digest() != digest:
-            raise SnapshotError("snapshot checksum does not match")
         f.seek(body_end - 8 - footer_len)
         try:
             header = json.loads(f.read(footer_len))
             sections = header.pop("sections")
-        except (ValueError, KeyError) as exc:
+        except (ValueError, KeyError, AttributeError) as exc:
             raise SnapshotError(f"snapshot footer is unreadable: {exc}") from exc
-        indexes = {}
+        for key, value in (expect or {}).items():
+            if header.get(key) != value:
+                raise SnapshotError(f"snapshot has {key}={header.get(key)!r}, expected {value!r}")
+        f.seek(0)
+        data = f.read(body_end)  # one read of the whole file: hashed, then parsed
+    if len(data) != body_end or hashlib.sha256(data).digest() != digest:
+        raise SnapshotError("snapshot checksum does not match")
+    indexes = {}
+    try:
         for name, (start, length) in sections.items():
-            f.seek(start)
-            buf = np.frombuffer(f.read(length), dtype=np.uint8)
-            try:
-                indexes[name] = faiss.deserialize_index(buf)
-            except RuntimeError as exc:
-                raise SnapshotError(f"snapshot section {name!r} is unreadable: {exc}") from exc
+            if not 0 < start <= start + length <= body_end:
+                raise SnapshotError(f"snapshot section {name!r} is out of range")
+            buf = np.frombuffer(data, dtype=np.uint8, count=length, offset=start)
+            indexes[name] = faiss.deserialize_index(buf)
+    except (RuntimeError, TypeError, ValueError) as exc:
+        raise SnapshotError(f"snapshot section is unreadable: {exc}") from exc
     return header, indexes
 
 

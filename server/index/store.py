@@ -138,8 +138,12 @@ class VectorIndex:
         prefilter_max: a filter matching at most this many items (or fewer than the FAISS
             over-fetch would read) is answered by exact search over just those items; broader
             filters over-fetch from FAISS. 0 never pre-filters.
+        snapshots: load and write the FAISS snapshot file. None (default): on for IVF and
+            HNSW, whose rebuild trains or builds a graph, off for flat, which rebuilds from
+            SQLite about as fast as it reads a snapshot (bench/results/index.md).
         snapshot_every: write a snapshot after this many changed rows (0: only on close and
             ``snapshot()``); ``snapshot_on_close`` writes one on close when anything changed.
+            Writes wait while a snapshot is written (searches do not).
         use_gpu: search on a GPU copy when ``faiss.get_num_gpus() > 0`` (flat and IVF only);
             ignored without GPU FAISS.
         normalize: L2-normalize vectors and queries (inner product is then cosine).
@@ -166,6 +170,7 @@ class VectorIndex:
         ef_search: int = 64,
         synchronous: Literal["FULL", "NORMAL"] = "FULL",
         prefilter_max: int = 2_000,
+        snapshots: bool | None = None,
         snapshot_every: int = 100_000,
         snapshot_on_close: bool = True,
         compact_at: int = 1024,
@@ -199,8 +204,9 @@ class VectorIndex:
         self.ef_construction = ef_construction
         self.ef_search = ef_search
         self.prefilter_max = prefilter_max
-        self.snapshot_every = snapshot_every
-        self.snapshot_on_close = snapshot_on_close
+        self.snapshots = index_type != "flat" if snapshots is None else snapshots
+        self.snapshot_every = snapshot_every if self.snapshots else 0
+        self.snapshot_on_close = snapshot_on_close and self.snapshots
         self.compact_at = compact_at
         self.normalize = normalize
         self._closed = True
@@ -303,13 +309,11 @@ class VectorIndex:
         remove_stray_temps(self._snap_path)
         source = "sqlite"
         try:
-            header, indexes = read_snapshot(self._snap_path)
+            if not self.snapshots:
+                raise SnapshotError("snapshots are off")
             want = self._header(0)
-            for key in ("db_uuid", "dim", "index_type", "hnsw_m", "modalities"):
-                if header.get(key) != want[key]:
-                    raise SnapshotError(
-                        f"snapshot {key}={header.get(key)!r}, index has {want[key]!r}"
-                    )
+            keys = ("db_uuid", "dim", "index_type", "hnsw_m", "modalities")
+            header, indexes = read_snapshot(self._snap_path, {k: want[k] for k in keys})
             if sorted(indexes) != sorted(self.modalities):
                 raise SnapshotError("snapshot sections do not match the modalities")
             for m in self.modalities:
@@ -319,7 +323,7 @@ class VectorIndex:
             self._snapshot_seq = int(header["seq"])
             log.info("loaded snapshot seq=%s (+%d rows, -%d keys)", header["seq"], added, dropped)
         except SnapshotError as exc:
-            if self._snap_path.exists():
+            if self._snap_path.exists() and self.snapshots:
                 log.warning(
                     "ignoring snapshot %s (%s); rebuilding from SQLite", self._snap_path, exc
                 )
@@ -328,7 +332,7 @@ class VectorIndex:
         with self._write_mutex:
             for m in self.modalities:
                 self._maintain(m)
-        if source == "sqlite" and self._count >= 10_000:
+        if source == "sqlite" and self.snapshots and self._count >= 10_000:
             self.snapshot()
 
     def close(self) -> None:
