@@ -235,8 +235,8 @@ def run(cfg: ModelConfig, device: torch.device, b: int, ckpt: bool, chunk: int, 
         if cuda:
             torch.cuda.synchronize()
         dt = time.perf_counter() - t0
-        if not math.isfinite(float(loss)):
-            raise RuntimeError(f"loss is {float(loss)}")
+        if not math.isfinite(float(loss.detach())):
+            raise RuntimeError(f"loss is {float(loss.detach())}")
         peak = torch.cuda.max_memory_allocated(device) / 2**30 if cuda else float("nan")
         return {"clips_per_s": b * steps / dt, "step_s": dt / steps, "peak_gib": peak}
     finally:

@@ -135,7 +135,7 @@ def main() -> int:
     ap.add_argument("--seconds", type=float, default=4.0)
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--budget-min", type=float, default=15.0, help="both training runs together")
-    ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--lr", type=float, default=2e-4)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--quick", action="store_true", help="pilot: tiny set, 3-min budget, no file")
     ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "train.md"))
