@@ -86,6 +86,7 @@ class PemtServer(ServerProcess):
         data_dir = Path(data_dir)
         data_dir.mkdir(parents=True, exist_ok=True)
         self.api_keys = list(api_keys)
+        self.data_dir = data_dir
         super().__init__(
             {
                 "PEMT_BACKEND": "onnx",

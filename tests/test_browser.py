@@ -141,6 +141,28 @@ def _search(page, path: Path) -> None:
     page.click("#submit")
 
 
+def _play_preview(page) -> None:
+    """Click the first card's play button: its <video> loads the clip's kept source
+    (GET /clips/{id}/media, streamed by ranges or fetched with the API key) and seeks to the
+    matching window."""
+    card = page.query_selector("#grid .card:has(.play:not([hidden]))")
+    assert card is not None
+    card.query_selector(".play").click()
+    handle = page.wait_for_function(
+        """(card) => {
+          const v = card.querySelector('video.preview');
+          return v && v.readyState >= 1 && [v.readyState, v.duration, v.currentTime, v.src];
+        }""",
+        arg=card,
+    )
+    ready, dur, now, src = handle.json_value()
+    assert ready >= 1 and dur > 4, (ready, dur, src)  # HAVE_METADATA of the 6-s seed clip
+    assert src.startswith("blob:") or re.search(r"/clips/seed\d(%23w\d)?/media#", src), src
+    start = re.search(r"#t=([\d.]+),[\d.]+$", src)
+    assert start, src  # at the window's start (media fragment, or the page's own seek)
+    assert now >= float(start.group(1)) - 0.3, (now, src)
+
+
 def _error_text(page) -> str:
     page.wait_for_selector("#error:not([hidden])")
     return page.inner_text("#error")
@@ -153,6 +175,7 @@ def test_search_shows_results_with_thumbnails(page, server: PemtServer, clips) -
     assert "onnx" in page.inner_text("#info-backend")
     assert page.evaluate(UNNAMED_CONTROLS) == []
 
+    (server.data_dir / "media" / "seed2.mp4").unlink()  # as if stored with keep_media off
     page.evaluate(WATCH_PROGRESS)
     _search(page, clips["query"])
     page.wait_for_selector("#grid .card")
@@ -170,9 +193,14 @@ def test_search_shows_results_with_thumbnails(page, server: PemtServer, clips) -
     assert first.query_selector(".meta .is-label") is not None
     widths = page.eval_on_selector_all("#grid img.thumb", "els => els.map((e) => e.naturalWidth)")
     assert all(w > 0 for w in widths), widths
-    # the server keeps no source video (GET /clips/{id}/media is 404): no player on any card
+    # the server keeps the source videos (PEMT_KEEP_MEDIA defaults on): a player on each card
+    # whose GET /clips/{id}/media answers, none where it is 404 (seed2's file removed above)
     page.wait_for_load_state("networkidle")
-    assert page.eval_on_selector_all("#grid .card .play", "els => els.every((e) => e.hidden)")
+    players = page.eval_on_selector_all(
+        "#grid .card", "els => els.map((e) => [e.dataset.id, !e.querySelector('.play').hidden])"
+    )
+    assert all(shown == (not i.startswith("seed2")) for i, shown in players), players
+    _play_preview(page)
 
     page.wait_for_selector("#class-bars .class-bar")
     assert page.inner_text("#class-label").strip() in {"tone", "chirp"}
@@ -249,6 +277,7 @@ def test_api_key_required_then_accepted(page, keyed_server: PemtServer, clips) -
     page.wait_for_selector("#grid .card")
     page.wait_for_function(THUMBS_LOADED)  # thumbnails too are fetched with the key
     assert page.is_hidden("#error")
+    _play_preview(page)  # the source too: fetched with the key, played from a blob: URL
     assert page.evaluate("localStorage.getItem('pemt.apiKey')") == API_KEY
     page.reload()
     assert page.input_value("#api-key") == API_KEY

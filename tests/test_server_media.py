@@ -179,10 +179,10 @@ def test_orphans_removed_at_start_and_keep_media_off(
     repo: Path, media: dict[str, Path], tmp_path: Path
 ) -> None:
     data = tmp_path / "data"
-    with ServerProcess(env_for(repo, data), log_path=tmp_path / "a.log") as srv:
-        with httpx.Client(base_url=srv.url, timeout=60) as c:
-            embed(c, media["clip"], id="stays")
-            embed(c, media["webm"], id="gone")
+    srv = ServerProcess(env_for(repo, data), log_path=tmp_path / "a.log")
+    with srv, httpx.Client(base_url=srv.url, timeout=60) as c:
+        embed(c, media["clip"], id="stays")
+        embed(c, media["webm"], id="gone")
     kept = data / "media"
     assert sorted(p.name for p in kept.iterdir()) == ["gone.webm", "stays.mp4"]
     # what a kill -9 can leave: rows deleted but not yet the file, a file staged but not
