@@ -119,12 +119,9 @@ def plan_repository(cfg: ModelConfig, name: str, layout: str, max_batch: int) ->
         "reshape",
     )
     seg_batch = max_batch * t
-    vis = ModelEntry(
-        spec.ENSEMBLE_VISUAL_CNN, vin, vout, seg_batch, "compute", _preferred(seg_batch)
-    )
-    aud = ModelEntry(
-        spec.ENSEMBLE_AUDIO_CNN, ain, aout, seg_batch, "compute", _preferred(seg_batch)
-    )
+    seg_pref = [t * b for b in _preferred(max_batch)]  # whole windows of segments
+    vis = ModelEntry(spec.ENSEMBLE_VISUAL_CNN, vin, vout, seg_batch, "compute", seg_pref)
+    aud = ModelEntry(spec.ENSEMBLE_AUDIO_CNN, ain, aout, seg_batch, "compute", seg_pref)
     trf = ModelEntry(
         spec.ENSEMBLE_TRANSFORMER, tin, outs, max_batch, "compute", _preferred(max_batch)
     )
