@@ -178,32 +178,35 @@ def test_windows_share_the_clip_file_and_id_queries_leave_out_the_clip(
 def test_orphans_removed_at_start_and_keep_media_off(
     repo: Path, media: dict[str, Path], tmp_path: Path
 ) -> None:
-    data = tmp_path / "data"
-    srv = ServerProcess(env_for(repo, data), log_path=tmp_path / "a.log")
-    with srv, httpx.Client(base_url=srv.url, timeout=60) as c:
-        embed(c, media["clip"], id="stays")
-        embed(c, media["webm"], id="gone")
-    kept = data / "media"
-    assert sorted(p.name for p in kept.iterdir()) == ["gone.webm", "stays.mp4"]
-    # what a kill -9 can leave: rows deleted but not yet the file, a file staged but not
-    # committed, a file moved in for an id whose rows never committed
+    import numpy as np
+
     from server.index import VectorIndex
 
+    # The state a kill -9 can leave, written with the real index: a clip with its file
+    # ("stays"); rows deleted but not yet the file ("gone"); a file staged but not committed;
+    # a file for an id whose rows never committed ("never"). And a file the server never writes.
+    data = tmp_path / "data"
+    kept = data / "media"
+    kept.mkdir(parents=True)
+    rng = np.random.default_rng(0)
     with VectorIndex(data / "index", dim=32) as idx:
+        for clip in ("stays", "gone"):
+            idx.upsert(clip, {"fused": rng.standard_normal(32)}, clip_id=clip)
         assert idx.delete("gone")
-    (kept / ".staged-0123abcd.mp4").write_bytes(media["clip"].read_bytes())
-    (kept / "never.mp4").write_bytes(media["clip"].read_bytes())
-    (kept / "notes.txt").write_text("not ours")  # a name the server does not write: left alone
+    clip_bytes = media["clip"].read_bytes()
+    for name in ("stays.mp4", "gone.webm", ".staged-0123abcd.mp4", "never.mp4"):
+        (kept / name).write_bytes(clip_bytes)
+    (kept / "notes.txt").write_text("not ours")
 
     env = env_for(repo, data, PEMT_KEEP_MEDIA="false")
-    with ServerProcess(env, log_path=tmp_path / "b.log") as srv:
+    srv = ServerProcess(env, log_path=tmp_path / "server.log")
+    with srv, httpx.Client(base_url=srv.url, timeout=60) as c:
         assert sorted(p.name for p in kept.iterdir()) == ["notes.txt", "stays.mp4"]
-        with httpx.Client(base_url=srv.url, timeout=60) as c:
-            r = c.get("/clips/stays/media")  # kept earlier, but the server keeps none now
-            assert r.status_code == 404 and r.json()["error"]["code"] == "not_found"
-            assert "PEMT_KEEP_MEDIA" in r.json()["error"]["message"]
-            embed(c, media["clip"], id="new")
-            assert c.get("/clips/new").status_code == 200
-            # re-embedding an id while nothing is kept drops its old (now stale) file
-            embed(c, media["webm"], id="stays")
+        r = c.get("/clips/stays/media")  # kept earlier, but the server keeps none now
+        assert r.status_code == 404 and r.json()["error"]["code"] == "not_found"
+        assert "PEMT_KEEP_MEDIA" in r.json()["error"]["message"]
+        embed(c, media["clip"], id="new")
+        assert c.get("/clips/new").status_code == 200
+        # re-embedding an id while nothing is kept drops its old (now stale) file
+        embed(c, media["webm"], id="stays")
         assert sorted(p.name for p in kept.iterdir()) == ["notes.txt"]
