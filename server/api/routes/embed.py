@@ -132,6 +132,7 @@ async def _embed_upload(
             # a rename into data_dir/media while the upload is still ours (no copy)
             suffix = choose_suffix(up.path, up.filename, up.content_type)
             staged.append(state.media.stage(up.path, suffix))
+            up.path = None  # moved: receive_upload has no temp file left to delete
     multi = len(emb.windows) > 1
     ids = [f"{clip_id}#w{w.index}" if multi else clip_id for w in emb.windows]
     t_index = 0.0
