@@ -134,9 +134,10 @@ def main() -> int:
     ap.add_argument("--classes", type=int, default=8)
     ap.add_argument("--seconds", type=float, default=4.0)
     ap.add_argument("--batch-size", type=int, default=16)
-    ap.add_argument("--budget-min", type=float, default=15.0, help="both training runs together")
-    ap.add_argument("--lr", type=float, default=2e-4)
+    ap.add_argument("--budget-min", type=float, default=14.0, help="both training runs together")
+    ap.add_argument("--lr", type=float, default=5e-4)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--modes", default="content,uniform", help="negative sampling runs")
     ap.add_argument("--quick", action="store_true", help="pilot: tiny set, 3-min budget, no file")
     ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "train.md"))
     args = ap.parse_args()
@@ -165,7 +166,8 @@ def main() -> int:
                 shuffle_buffer=128, log_every=10, checkpoint_every=10**9, keep=1, progress=False,
                 num_negatives=16, mask_ratio=0.3)  # fmt: skip
     per_step = step_seconds(cfg, train_sh, TrainConfig(**base))
-    per_run_s = args.budget_min * 60 / 2
+    modes = args.modes.split(",")
+    per_run_s = args.budget_min * 60 / len(modes)
     steps = max(10, int(per_run_s / (per_step * 1.25)))  # 25% headroom for the loader and logging
     print(f"one step {per_step:.2f} s -> {steps} steps per run", flush=True)
 
@@ -173,7 +175,7 @@ def main() -> int:
     untrained = evaluate(build_model(cfg), train_sh, test_sh, cfg)
     print("untrained", untrained, flush=True)
     results: dict[str, dict[str, Any]] = {"untrained": {**untrained, "train_s": 0.0, "steps": 0}}
-    for mode in ("content", "uniform"):
+    for mode in modes:
         tcfg = TrainConfig(**base, steps=steps, warmup=max(1, steps // 10), negatives=mode)
         out = work / f"run_{mode}"
         t0 = time.perf_counter()
@@ -185,7 +187,7 @@ def main() -> int:
                          "pair_acc": last["pair_acc"], "bad_samples": last["bad_samples"]}  # fmt: skip
         print(mode, json.dumps(results[mode]), flush=True)
     total = time.perf_counter() - t_all
-    train_total = results["content"]["train_s"] + results["uniform"]["train_s"]
+    train_total = sum(results[m]["train_s"] for m in modes)
 
     chance_clip = 1 / args.test_clips
     chance_class = 1 / args.classes
@@ -224,7 +226,7 @@ def main() -> int:
             f"{r['knn']:.3f} | {r['knn_visual']:.3f} | {r['knn_audio']:.3f} |"
         )
     lines += ["", "Final training losses (mean of the last 10 steps):", ""]
-    for key in ("content", "uniform"):
+    for key in modes:
         r = results[key]
         lines.append(f"- {key}: total {r['final_loss']:.3f}, masked prediction {r['final_mep']:.3f}, "
                      f"pair {r['final_pair']:.3f} (accuracy {r['pair_acc']:.2f}), clip InfoNCE "

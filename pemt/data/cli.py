@@ -10,7 +10,8 @@ def _synth(args: argparse.Namespace) -> int:
 
     r = make_synth_dataset(
         args.out, args.n, classes=args.classes, seconds=args.seconds, seed=args.seed,
-        width=args.width, height=args.height, fps=args.fps, progress=not args.quiet,
+        width=args.width, height=args.height, fps=args.fps, class_hum=args.class_hum,
+        progress=not args.quiet,
     )  # fmt: skip
     sound = "speech (espeak-ng)" if r.speech else "tone patterns (espeak-ng not found)"
     print(
@@ -34,5 +35,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     s.add_argument("--width", type=int, default=128)
     s.add_argument("--height", type=int, default=96)
     s.add_argument("--fps", type=int, default=16)
+    s.add_argument(
+        "--class-hum",
+        type=float,
+        default=0.15,
+        help="amplitude of a class-pitched hum under the speech (0: speech only)",
+    )
     s.add_argument("--quiet", action="store_true", help="no progress bar")
     s.set_defaults(func=_synth)

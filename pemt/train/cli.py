@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from dataclasses import fields
 
@@ -57,6 +58,8 @@ def _train(args: argparse.Namespace) -> int:
     tcfg = TrainConfig(**kw)
     cfg = load_config(args.config)
     last = train(cfg, args.shards, args.out, tcfg, resume=args.resume)
+    if int(os.environ.get("RANK", "0")) != 0:  # under torchrun only rank 0 reports
+        return 0 if last.get("exit") == "done" else 143
     summary = {
         k: last[k]
         for k in ("final_step", "loss", "mep", "pair", "clip", "bad_samples")

@@ -18,7 +18,18 @@ Randomness of masking, swapping and negative sampling comes from a generator see
 ``OUT/checkpoints/step-NNNNNNN.safetensors`` (model, :func:`pemt.save`) and
 ``step-NNNNNNN.train.pt`` (heads, optimizer, scheduler, loader positions and RNG of every rank;
 read with ``torch.load(weights_only=True)``); ``OUT/latest`` names the newest. At the end
-``OUT/model.safetensors`` holds the final weights.
+``OUT/model.safetensors`` holds the final weights. ``OUT/metrics.jsonl`` and ``OUT/tb``
+(TensorBoard) get rank 0's metrics every ``log_every`` steps.
+
+Launch: ``pemt train --config small --shards 'shards/shard-*.tar' --out runs/small``, or on N
+GPUs ``torchrun --nproc-per-node N -m pemt.cli train ...`` (RANK/WORLD_SIZE from torchrun;
+nccl on GPU, gloo on CPU). Resume with the same command plus ``--resume`` and the same number of
+processes and ``--workers``.
+
+Activation checkpointing (``activation_checkpointing``) recomputes the CNNs in the backward pass,
+in chunks of ``checkpoint_chunk`` segments: BatchNorm then normalizes with per-chunk batch
+statistics (the same as without it when a micro-batch has at most that many real segments) and
+updates its running statistics twice per step.
 """
 
 from __future__ import annotations
@@ -136,9 +147,10 @@ def encode_segments(
     only: x (B, T, ...), valid (B, T) -> (B, T, dim), zeros where not valid."""
     b, t = valid.shape
     sel = x[valid]  # (N, ...)
-    if len(sel) == 0:
-        dim = encode(x[:1, :1]).shape[-1]
-        return x.new_zeros((b, t, dim), dtype=torch.float32)
+    if len(sel) == 0:  # e.g. a batch of silent clips: run one padding segment, weight 0, so
+        # that every parameter stays in the graph (DDP expects gradients for all of them)
+        probe = encode(x[:1, :1])  # (1, 1, dim)
+        return probe.new_zeros((b, t, probe.shape[-1])) + 0.0 * probe.sum()
     parts = []
     step = chunk if ckpt else len(sel)
     for i in range(0, len(sel), step):
@@ -389,7 +401,9 @@ def train(
     step_module: nn.Module = TrainStep(model, heads, tcfg)
     if d.enabled:
         step_module = nn.parallel.DistributedDataParallel(
-            step_module, device_ids=[device.index] if device.type == "cuda" else None
+            step_module,
+            device_ids=[device.index] if device.type == "cuda" else None,
+            gradient_as_bucket_view=True,
         )
     params = [p for p in step_module.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(
