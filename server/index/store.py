@@ -33,7 +33,7 @@ over-fetch of 2 k n / matches + 16 hits and drops non-matching ones, growing the
 k hits are found or the index is exhausted. A selective filter, one matching at most
 ``prefilter_max`` items (default 2,000) or fewer items than that over-fetch would read, is
 answered exactly instead: the matching rows' vectors are read from SQLite and scored with
-numpy (about 5 us a row), which also finds matches an approximate index would miss.
+numpy (about 6 us a row here), which also finds matches an approximate index would miss.
 """
 
 from __future__ import annotations
