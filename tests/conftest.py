@@ -146,3 +146,12 @@ def sample_media(media_dir: Path) -> dict[str, Path]:
     )
     paths.update(real_media())
     return paths
+
+
+@pytest.fixture(scope="session")
+def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny model exported the real way (export/build_engine.py, python Triton backend), once
+    per session: what the service, client, browser and Triton-backend tests serve."""
+    from server.testing import build_test_repository
+
+    return build_test_repository(tmp_path_factory.getbasetemp() / "pemt-tiny" / "repo")

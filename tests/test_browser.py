@@ -22,8 +22,6 @@ from browser_fixtures import (
     make_clip,
 )
 
-from server.testing import build_test_repository
-
 pytestmark = [
     pytest.mark.browser,
     pytest.mark.skipif(
@@ -74,12 +72,6 @@ def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def model_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    # the same place as tests/test_server.py: one export per session
-    return build_test_repository(tmp_path_factory.getbasetemp() / "pemt-tiny" / "repo")
-
-
-@pytest.fixture(scope="module")
 def clips(workdir: Path) -> dict[str, Path]:
     d = workdir / "clips"
     d.mkdir()
@@ -110,16 +102,16 @@ def _seed(server: PemtServer, clips: dict[str, Path]) -> None:
 
 
 @pytest.fixture(scope="module")
-def server(workdir: Path, model_repo: Path, clips: dict[str, Path]) -> Iterator[PemtServer]:
-    with PemtServer(model_repo, workdir / "data-open") as s:
+def server(workdir: Path, repo: Path, clips: dict[str, Path]) -> Iterator[PemtServer]:
+    with PemtServer(repo, workdir / "data-open") as s:
         _seed(s, clips)
         yield s
 
 
 @pytest.fixture(scope="module")
-def keyed_server(workdir: Path, model_repo: Path, clips: dict[str, Path]) -> Iterator[PemtServer]:
+def keyed_server(workdir: Path, repo: Path, clips: dict[str, Path]) -> Iterator[PemtServer]:
     env = {"PEMT_MAX_DURATION_S": str(MAX_DURATION_S)}
-    with PemtServer(model_repo, workdir / "data-keyed", api_keys=[API_KEY], env=env) as s:
+    with PemtServer(repo, workdir / "data-keyed", api_keys=[API_KEY], env=env) as s:
         _seed(s, clips)
         yield s
 

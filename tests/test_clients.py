@@ -18,14 +18,9 @@ import pytest
 from clients.cli import main as cli_main
 from clients.sdk import AsyncPemtClient, EmbedResult, PemtClient, PemtError
 from pemt.media.encode import make_test_video
-from server.testing import ServerProcess, build_test_repository
+from server.testing import ServerProcess
 
 KEY = "sdk-key"
-
-
-@pytest.fixture(scope="module")
-def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_test_repository(tmp_path_factory.getbasetemp() / "pemt-tiny" / "repo")
 
 
 @pytest.fixture(scope="module")

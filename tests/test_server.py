@@ -15,15 +15,10 @@ import numpy as np
 import pytest
 
 from pemt.media.encode import make_test_video
-from server.testing import ServerProcess, build_test_repository
+from server.testing import ServerProcess
 
 KEY = "test-key-1"
 H = {"X-API-Key": KEY}
-
-
-@pytest.fixture(scope="module")
-def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_test_repository(tmp_path_factory.getbasetemp() / "pemt-tiny" / "repo")
 
 
 @pytest.fixture(scope="module")

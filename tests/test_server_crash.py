@@ -8,15 +8,9 @@ import time
 from pathlib import Path
 
 import httpx
-import pytest
 
 from pemt.media.encode import make_test_video
-from server.testing import ServerProcess, build_test_repository
-
-
-@pytest.fixture(scope="module")
-def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_test_repository(tmp_path_factory.getbasetemp() / "pemt-tiny" / "repo")
+from server.testing import ServerProcess
 
 
 def test_acknowledged_ids_survive_kill_9(repo: Path, tmp_path: Path) -> None:

@@ -19,7 +19,7 @@ from server.backends import BackendError
 from server.backends.onnx import OnnxBackend
 from server.backends.triton import TritonBackend
 from server.core.decode import DecodeRequest, decode_file
-from server.testing import ServerProcess, build_test_repository
+from server.testing import ServerProcess
 
 pytestmark = [
     pytest.mark.triton,
@@ -28,11 +28,6 @@ pytestmark = [
     ),
 ]
 ATOL = 1e-4
-
-
-@pytest.fixture(scope="module")
-def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_test_repository(tmp_path_factory.getbasetemp() / "pemt-tiny" / "repo")
 
 
 @pytest.fixture(scope="module")
