@@ -37,8 +37,11 @@ pytest: setup
 
 test: lint typecheck pytest
 
+# The quick CPU benchmarks (a few minutes); the others are listed in BENCHMARKS.md.
 bench: setup
-	$(PY) bench/run_all.py
+	$(PY) bench/bench_pipeline.py --repeat 3
+	$(PY) bench/bench_export.py --cases small:1:10,small:4:5,paper:1:3 --out bench/results/export_cpu_quiet.md
+	$(PY) bench/bench_service.py --config small --repeat 5 --clients 1,2,4,8 --requests 3 --out bench/results/service_quiet.md
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build *.egg-info
