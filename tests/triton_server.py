@@ -37,7 +37,6 @@ import contextlib
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import sysconfig
@@ -49,6 +48,8 @@ import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+
+from server.testing import free_port
 
 __all__ = [
     "TritonDist",
@@ -95,12 +96,6 @@ def find_triton() -> TritonDist | None:
 
 def triton_available() -> bool:
     return find_triton() is not None
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class TritonServer:
