@@ -12,6 +12,9 @@ from pathlib import Path
 from typing import Any
 
 __all__ = [
+    "LAYOUTS",
+    "MEL_NORMS",
+    "MEL_SCALES",
     "SHARING_MODES",
     "MediaConfig",
     "ModelConfig",
@@ -21,55 +24,108 @@ __all__ = [
 ]
 
 SHARING_MODES = ("none", "layers", "layers+partial", "full")
+LAYOUTS = ("contiguous", "spread")
+MEL_SCALES = ("htk", "slaney")
+MEL_NORMS = ("none", "slaney")
 
 
 @dataclass(frozen=True)
 class MediaConfig:
-    """How a video becomes model input. Shared by training and serving (pemt.media)."""
+    """How a video becomes model input. Shared by training and serving (pemt.media).
+
+    A segment is ``frames_per_segment`` frames sampled at ``fps`` (``segment_seconds`` =
+    frames / fps) plus the audio of the same span as one ``n_mels x audio_frames`` log-mel.
+    A window is ``num_segments`` segments. ``layout`` says where the segments of a window lie:
+
+    - ``contiguous``: back to back from the window start (a 30-s window = 15 segments of 2 s),
+      long videos cut into overlapping windows. The product's default, and how the paper
+      pretrains (30-s clips of 480 frames).
+    - ``spread``: AVBERT's test-time rule: one window per video whose segments are spread
+      evenly over the whole video (``pemt.media.spread_plan``).
+
+    The log-mel follows torchaudio's ``MelSpectrogram`` defaults as AVBERT calls them: n_fft from
+    the waveform length (``2 * (samples // audio_frames + 1)``), hop n_fft // 2, periodic Hann,
+    centre reflect padding, power 2, ``mel_scale`` filters with ``mel_norm``, ``log(1e-6 + mel)``,
+    cut or zero-padded to ``audio_frames`` frames.
+    """
 
     fps: int = 16  # frames per second fed to the visual CNN
-    segment_seconds: float = 1.0  # one token per segment
-    num_segments: int = 30  # segments per window (30 -> a 30-s clip)
-    image_size: int = 112  # short side resized to this, then centre crop
+    frames_per_segment: int = 32  # frames per segment (even: the CNN pools F // 2 steps)
+    num_segments: int = 15  # segments per window (15 x 2 s = a 30-s window)
+    layout: str = "contiguous"  # one of LAYOUTS
+    image_size: int = 128  # short side resized to this, then a centre crop of this side
     sample_rate: int = 44100  # mono audio
-    n_fft: int = 1472
-    hop_length: int = 736
     n_mels: int = 80
+    audio_frames: int = 128  # log-mel time frames per segment (AVBERT's AUDIO_TIME)
+    mel_scale: str = "htk"  # one of MEL_SCALES (torchaudio's default: htk)
+    mel_norm: str = "none"  # one of MEL_NORMS (torchaudio's default: none)
     mean: float = 0.45  # pixel normalization, applied inside the model graph
     std: float = 0.225
 
     def __post_init__(self) -> None:
-        if self.fps <= 0 or self.num_segments <= 0 or self.image_size <= 0:
-            raise ValueError(f"fps, num_segments and image_size must be positive, got {self}")
-        if self.n_fft > self.audio_samples_per_segment:
+        if min(self.fps, self.num_segments, self.image_size, self.n_mels) <= 0:
             raise ValueError(
-                f"n_fft={self.n_fft} exceeds one segment of audio "
-                f"({self.audio_samples_per_segment} samples); lower n_fft or raise sample_rate"
+                f"fps, num_segments, image_size and n_mels must be positive, got {self}"
             )
-        if self.frames_per_segment != self.fps * self.segment_seconds:
-            raise ValueError("fps * segment_seconds must be a whole number of frames")
+        if self.frames_per_segment < 2 or self.frames_per_segment % 2:
+            raise ValueError(
+                f"frames_per_segment={self.frames_per_segment} must be even and at least 2 "
+                "(the visual CNN halves the frames and pools frames_per_segment // 2 steps)"
+            )
+        for name, value, valid in (
+            ("layout", self.layout, LAYOUTS),
+            ("mel_scale", self.mel_scale, MEL_SCALES),
+            ("mel_norm", self.mel_norm, MEL_NORMS),
+        ):
+            if value not in valid:
+                raise ValueError(f"{name}={value!r} is not one of {list(valid)}")
+        if self.audio_frames < 2 or self.audio_samples_per_segment < 4 * self.audio_frames:
+            raise ValueError(
+                f"audio_frames={self.audio_frames} needs at least 2 and at most a quarter of the "
+                f"{self.audio_samples_per_segment} samples of a segment; raise sample_rate or "
+                "lower audio_frames"
+            )
+        if self.sample_rate // 2 <= 0:
+            raise ValueError(f"sample_rate={self.sample_rate} is too low")
 
     @property
-    def frames_per_segment(self) -> int:
-        return round(self.fps * self.segment_seconds)
-
-    @property
-    def audio_samples_per_segment(self) -> int:
-        return round(self.sample_rate * self.segment_seconds)
-
-    @property
-    def audio_frames_per_segment(self) -> int:
-        """STFT frames per segment (no centre padding): 1 + (samples - n_fft) // hop."""
-        return 1 + (self.audio_samples_per_segment - self.n_fft) // self.hop_length
+    def segment_seconds(self) -> float:
+        return self.frames_per_segment / self.fps
 
     @property
     def window_seconds(self) -> float:
         return self.num_segments * self.segment_seconds
 
+    @property
+    def audio_samples_per_segment(self) -> int:
+        """Samples of one segment: ``int(sample_rate * frames / fps)`` (AVBERT's waveform_size)."""
+        return int(self.sample_rate * self.frames_per_segment / self.fps)
+
+    @property
+    def n_fft(self) -> int:
+        """FFT size of a whole segment (a shorter waveform gets its own, see ``n_fft_for``)."""
+        return self.n_fft_for(self.audio_samples_per_segment)
+
+    @property
+    def hop_length(self) -> int:
+        return self.n_fft // 2
+
+    def n_fft_for(self, samples: int) -> int:
+        """AVBERT's rule: ``2 * (samples // audio_frames + 1)``, so that ``1 + samples // hop``
+        (the centred STFT's frame count) is ``audio_frames`` for a whole segment."""
+        return 2 * (samples // self.audio_frames + 1)
+
+    @property
+    def audio_frames_per_segment(self) -> int:
+        return self.audio_frames
+
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """Hyperparameters of the whole model. Frozen: a checkpoint stores exactly this."""
+    """Hyperparameters of the whole model. Frozen: a checkpoint stores exactly this.
+
+    The architecture is AVBERT's (``docs/ARCHITECTURE.md``); these fields size it.
+    """
 
     name: str = "custom"
     media: MediaConfig = field(default_factory=MediaConfig)
@@ -87,6 +143,9 @@ class ModelConfig:
     dropout: float = 0.1
     sharing: str = "full"  # one of SHARING_MODES
     rank: int = 128  # private low rank, used by sharing="full"
+    # rows of each position table (AVBERT's MAX_POSITION_EMBEDDINGS: 22); position 0 is the start
+    # token, so a window holds at most positions - 1 segments
+    positions: int = 22
 
     def __post_init__(self) -> None:
         if self.sharing not in SHARING_MODES:
@@ -97,6 +156,12 @@ class ModelConfig:
             raise ValueError(f"rank={self.rank} must be in 1..hidden={self.hidden}")
         if len(self.visual_blocks) != 4 or len(self.audio_blocks) != 4:
             raise ValueError("visual_blocks and audio_blocks need four stages, e.g. [3, 4, 6, 3]")
+        if self.positions < 1 + self.media.num_segments:
+            raise ValueError(
+                f"positions={self.positions} rows cannot hold a start token and "
+                f"num_segments={self.media.num_segments} segments; set positions >= "
+                f"{1 + self.media.num_segments} or use fewer segments"
+            )
 
     @property
     def visual_dim(self) -> int:
@@ -138,6 +203,12 @@ class ModelConfig:
             )
         d = dict(d)
         media = d.pop("media", {}) or {}
+        if {"segment_seconds", "n_fft", "hop_length"} & set(media):
+            raise ValueError(
+                "this config was written by PEMT 0.1 (fixed n_fft/hop, one-second segments), "
+                "whose model is not AVBERT's computation; retrain the checkpoint (pemt train) or "
+                "import AVBERT's (pemt import avbert), then re-export it with export/build_engine.py"
+            )
         mknown = {f.name for f in fields(MediaConfig)}
         if set(media) - mknown:
             raise ValueError(

@@ -131,7 +131,11 @@ import sys, torch, pemt
 from pemt.config import get_config
 from pemt.model import build_model
 torch.manual_seed(int(sys.argv[3]))
-pemt.save(build_model(get_config(sys.argv[1])).eval(), sys.argv[2])
+model = build_model(get_config(sys.argv[1])).eval()
+with torch.no_grad():  # every weight perturbed (rotations included): at AVBERT's init the start
+    for p in model.parameters():  # tokens barely see the content, and tests compare contents
+        p.add_(0.1 * torch.randn_like(p))
+pemt.save(model, sys.argv[2])
 """
 
 
@@ -143,7 +147,7 @@ def build_test_repository(
     triton_backend: str = "python",
     timeout: float = 300.0,
 ) -> Path:
-    """A freshly initialised ``config`` model exported the real way (``export/build_engine.py``)
+    """A randomly initialised (and perturbed) ``config`` model exported the real way (``export/build_engine.py``)
     into the model repository ``out`` (``out/pemt/config.pbtxt``, ``out/pemt/1/model.onnx``).
 
     The python Triton backend makes the same repository servable by the CPU tritonserver of

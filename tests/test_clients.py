@@ -31,7 +31,7 @@ def media(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         for i in range(3):
             out[f"{label}{i}"] = make_test_video(
                 d / f"{label}{i}.mp4",
-                seconds=2 + i,
+                seconds=3,  # one length: the classes differ in content only
                 width=96,
                 height=64,
                 pattern=pattern,

@@ -21,7 +21,7 @@ from pemt.spec import model_inputs, model_outputs, transformer_inputs, visual_cn
 def test_registered_variants():
     assert available_configs() == ["paper", "small", "tiny"]
     paper = get_config("paper")
-    # The AVBERT shapes from DESIGN.md over the seed's setting: 30 one-second segments, 16 fps, 112 px.
+    # AVBERT's shapes over the paper's 30-s clips: 15 segments of 32 frames at 16 fps, 128 px.
     assert (paper.visual_dim, paper.audio_dim, paper.hidden, paper.heads) == (2048, 1024, 768, 12)
     assert (paper.layers, paper.ffn, paper.rank, paper.sharing) == (6, 3072, 128, "full")
     assert paper.media.num_segments * paper.media.frames_per_segment == 480
@@ -38,9 +38,26 @@ def test_bad_values_are_rejected(bad):
         get_config("tiny", **bad)
 
 
-def test_media_rejects_fft_longer_than_a_segment():
-    with pytest.raises(ValueError, match="n_fft"):
-        MediaConfig(sample_rate=1000, n_fft=2048)
+def test_media_rejects_impossible_segments():
+    with pytest.raises(ValueError, match="audio_frames"):
+        MediaConfig(sample_rate=1000, audio_frames=1024)  # 2000 samples cannot make 1024 frames
+    with pytest.raises(ValueError, match="even"):
+        MediaConfig(frames_per_segment=15)
+    with pytest.raises(ValueError, match="layout"):
+        MediaConfig(layout="random")
+    with pytest.raises(ValueError, match="positions"):
+        get_config("tiny", positions=4)  # 4 segments + the start token need 5 rows
+
+
+def test_segment_arithmetic_follows_avbert():
+    # AVBERT's Kinetics-Sounds setting: 32 frames at stride 2 of 30 fps = 15 fps, 94080 samples
+    ks = MediaConfig(fps=15, frames_per_segment=32, num_segments=10)
+    assert abs(ks.segment_seconds - 64 / 30) < 1e-12
+    assert (ks.audio_samples_per_segment, ks.n_fft, ks.hop_length) == (94080, 1472, 736)
+    paper = get_config("paper").media  # 30-s clips of 480 frames: 15 segments of 2 s
+    assert (paper.audio_samples_per_segment, paper.n_fft, paper.hop_length) == (88200, 1380, 690)
+    for m in (ks, paper):
+        assert 1 + m.audio_samples_per_segment // m.hop_length == m.audio_frames
 
 
 def test_json_round_trip_and_unknown_keys(tmp_path):

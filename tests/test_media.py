@@ -39,7 +39,7 @@ from pemt.media.encode import make_test_video, pattern_green, pattern_time
 from pemt.spec import model_inputs
 
 CFG = get_config("tiny")
-M = CFG.media  # fps 4, 4 segments of 1 s, 32 px, 8 kHz, n_fft 256, hop 128, 16 mels
+M = CFG.media  # 4 segments of 4 frames at 4 fps (1 s), 32 px, 8 kHz, 16 mels x 16 frames
 T, F, S = M.num_segments, M.frames_per_segment, M.image_size
 SRC_FPS = 25  # make_test_video's default frame rate
 TIME_TOL = 0.06  # seconds: the time code reads to about +-0.03 s after H.264/VP9 and resizing
@@ -54,6 +54,14 @@ def need(sample_media: dict[str, Path], name: str) -> Path:
 def expected_time(target: float, src_fps: float = SRC_FPS) -> float:
     """Time of the source frame shown at ``target``: the latest at or before it."""
     return np.floor(target * src_fps + 1e-6) / src_fps
+
+
+def slot_times(segments: int, src_fps: float = SRC_FPS) -> np.ndarray:
+    """Target times (segments, F): segment j covers [j D, (j + 1) D) and its F frames run evenly
+    from its first source frame to its last (AVBERT's linspace over the segment's frames)."""
+    d = M.segment_seconds
+    slot = (d - 1.0 / src_fps) / (F - 1)
+    return np.arange(segments)[:, None] * d + np.arange(F)[None, :] * slot
 
 
 def frame_times(w: Window) -> np.ndarray:
@@ -87,7 +95,7 @@ def test_public_api_sorted():
 def test_mel_filterbank_matches_librosa_values():
     # librosa.filters.mel(sr=22050, n_fft=2048) (Slaney scale, Slaney norm), first two rows as
     # published in librosa's docs and reproduced to full precision by the mel_filter crate
-    fb = mel_filterbank(22050, 2048, 128)
+    fb = mel_filterbank(22050, 2048, 128, scale="slaney", norm="slaney")
     assert fb.shape == (128, 1025)
     np.testing.assert_allclose(
         fb[0, :6],
@@ -99,66 +107,93 @@ def test_mel_filterbank_matches_librosa_values():
             0.012807234829160026,
             0,
         ],
-        atol=1e-12,
+        atol=1e-7,  # built in float32, as torchaudio builds its filters
     )
     np.testing.assert_allclose(
         fb[1, :9],
         [0, 0, 0, 0.009779235793639925, 0.025962089001859864, 0.035393705451959974]
         + [0.01921085224374004, 0.003027999035520103, 0],
-        atol=1e-12,
+        atol=1e-7,
     )
     assert (fb >= 0).all() and (fb.max(axis=1) > 0).all()
 
 
+def test_htk_filterbank_is_torchaudio_default():
+    # torchaudio.functional.melscale_fbanks(norm=None, mel_scale="htk"), written out in float64:
+    # triangles between n_mels + 2 points evenly spaced in HTK mel from 0 to sr // 2, peak 1
+    sr, n_fft, n_mels = 44100, 1472, 80
+    freqs = np.linspace(0, sr // 2, n_fft // 2 + 1)
+    mels = np.linspace(0, 2595 * np.log10(1 + (sr // 2) / 700), n_mels + 2)
+    pts = 700 * (10 ** (mels / 2595) - 1)
+    want = np.zeros((n_mels, len(freqs)))
+    for m in range(n_mels):
+        lo, mid, hi = pts[m : m + 3]
+        want[m] = np.clip(np.minimum((freqs - lo) / (mid - lo), (hi - freqs) / (hi - mid)), 0, None)
+    np.testing.assert_allclose(mel_filterbank(sr, n_fft, n_mels), want, atol=2e-5)
+    assert mel_filterbank(sr, n_fft, n_mels).max() <= 1.0  # not area-normalized
+
+
 def test_mel_scale_round_trip_and_anchors():
     hz = np.array([0.0, 60.0, 200.0, 999.0, 1000.0, 1001.0, 4000.0, 16000.0])
-    np.testing.assert_allclose(mel_to_hz(hz_to_mel(hz)), hz, rtol=1e-12, atol=1e-9)
-    assert float(hz_to_mel(1000.0)) == pytest.approx(15.0)
-    assert float(hz_to_mel(60.0)) == pytest.approx(0.9)  # librosa.hz_to_mel(60) in its docs
-    assert float(mel_to_hz(3.0)) == pytest.approx(200.0)
+    for scale in ("htk", "slaney"):
+        np.testing.assert_allclose(
+            mel_to_hz(hz_to_mel(hz, scale), scale), hz, rtol=1e-12, atol=1e-9
+        )
+    assert float(hz_to_mel(1000.0, "slaney")) == pytest.approx(15.0)
+    assert float(hz_to_mel(60.0, "slaney")) == pytest.approx(0.9)  # librosa.hz_to_mel(60)
+    assert float(mel_to_hz(3.0, "slaney")) == pytest.approx(200.0)
+    assert float(hz_to_mel(700.0)) == pytest.approx(2595 * np.log10(2))  # HTK
 
 
 @pytest.mark.parametrize("media", [M, get_config("paper").media], ids=["tiny", "paper"])
-def test_log_mel_matches_torch_stft(media: MediaConfig):
+@pytest.mark.parametrize("part", [1.0, 0.4], ids=["segment", "short"])
+def test_log_mel_matches_torch_stft(media: MediaConfig, part: float):
     torch = pytest.importorskip("torch")
     rng = np.random.default_rng(0)
-    x = rng.standard_normal(media.sample_rate + 777) * 0.1
+    n = int(media.audio_samples_per_segment * part)
+    x = rng.standard_normal(n) * 0.1
     ours = log_mel(x, media)
+    n_fft = media.n_fft_for(n)  # a shorter waveform gets a smaller FFT (AVBERT's rule)
     spec = torch.stft(
         torch.from_numpy(x),
-        n_fft=media.n_fft,
-        hop_length=media.hop_length,
-        window=torch.hann_window(media.n_fft, periodic=True, dtype=torch.float64),
-        center=False,
+        n_fft=n_fft,
+        hop_length=n_fft // 2,
+        window=torch.hann_window(n_fft, periodic=True, dtype=torch.float64),
+        center=True,
+        pad_mode="reflect",
         return_complex=True,
-    )  # (bins, frames)
+    )  # (bins, 1 + n // hop)
     power = spec.abs().numpy() ** 2
-    fb = mel_filterbank(media.sample_rate, media.n_fft, media.n_mels)
+    fb = mel_filterbank(media.sample_rate, n_fft, media.n_mels)
     ref = np.log(1e-6 + fb @ power)
-    assert ours.dtype == np.float32
-    assert ours.shape == (media.n_mels, 1 + (len(x) - media.n_fft) // media.hop_length)
-    np.testing.assert_allclose(ours, ref, rtol=1e-5, atol=1e-4)
+    assert ours.dtype == np.float32 and ours.shape == (media.n_mels, media.audio_frames)
+    frames = min(ref.shape[1], media.audio_frames)
+    assert frames == (media.audio_frames if part == 1.0 else 1 + n // (n_fft // 2))
+    np.testing.assert_allclose(ours[:, :frames], ref[:, :frames], rtol=1e-5, atol=1e-4)
+    assert not ours[:, frames:].any()  # missing frames are 0.0, as in AVBERT
 
 
 def test_log_mel_matches_scipy_spectrogram():
     from scipy import signal
 
     rng = np.random.default_rng(1)
-    x = rng.standard_normal(3000)
-    win = signal.get_window("hann", M.n_fft, fftbins=True)  # periodic
+    x = rng.standard_normal(M.audio_samples_per_segment)
+    n_fft, hop = M.n_fft, M.hop_length
+    win = signal.get_window("hann", n_fft, fftbins=True)  # periodic
+    padded = np.pad(x, n_fft // 2, mode="reflect")  # centred frames
     _, _, sxx = signal.spectrogram(
-        x,
+        padded,
         window=win,
-        nperseg=M.n_fft,
-        noverlap=M.n_fft - M.hop_length,
+        nperseg=n_fft,
+        noverlap=n_fft - hop,
         detrend=False,
         scaling="spectrum",
         mode="complex",
         return_onesided=True,
     )
     mag = np.abs(sxx) * win.sum()  # "spectrum" scaling divides by the window sum
-    ref = np.log(1e-6 + mel_filterbank(M.sample_rate, M.n_fft, M.n_mels) @ mag**2)
-    np.testing.assert_allclose(log_mel(x, M), ref, rtol=1e-5, atol=1e-4)
+    ref = np.log(1e-6 + mel_filterbank(M.sample_rate, n_fft, M.n_mels) @ mag**2)
+    np.testing.assert_allclose(log_mel(x, M), ref[:, : M.audio_frames], rtol=1e-5, atol=1e-4)
 
 
 def test_segment_log_mel_is_log_mel_per_segment():
@@ -170,8 +205,7 @@ def test_segment_log_mel_is_log_mel_per_segment():
     assert seg.dtype == np.float32
     np.testing.assert_allclose(seg[0], log_mel(x[:n], M), rtol=1e-6)
     np.testing.assert_allclose(seg[1], log_mel(x[n : 2 * n], M), rtol=1e-6)
-    padded = np.concatenate([x[2 * n :], np.zeros(3 * n - len(x), np.float32)])
-    np.testing.assert_allclose(seg[2], log_mel(padded, M), rtol=1e-6)
+    np.testing.assert_allclose(seg[2], log_mel(x[2 * n :], M), rtol=1e-6)  # as it is, not padded
     assert segment_log_mel(np.zeros(0), M).shape == (0, M.n_mels, M.audio_frames_per_segment)
 
 
@@ -180,7 +214,8 @@ def test_log_mel_rejects_bad_samples():
         log_mel(np.zeros((2, 1000)), M)
     with pytest.raises(ValueError, match="floats"):
         log_mel(np.zeros(1000, np.int16), M)
-    assert log_mel(np.zeros(10), M).shape == (M.n_mels, 0)
+    assert log_mel(np.zeros(2), M).shape == (M.n_mels, M.audio_frames)  # too short: zeros
+    assert not log_mel(np.zeros(2), M).any()
     with pytest.raises(TypeError, match=r"cfg\.media"):
         log_mel(np.zeros(1000), CFG)  # type: ignore[arg-type]
 
@@ -231,22 +266,23 @@ def test_h264_aac_clip(sample_media):
 
     # every frame is the source frame at its target time (read from the red time code)
     times = frame_times(w)[:3]
-    targets = np.arange(3 * F).reshape(3, F) / M.fps
-    np.testing.assert_allclose(times, expected_time(targets), atol=TIME_TOL)
+    np.testing.assert_allclose(times, expected_time(slot_times(3)), atol=TIME_TOL)
     # top half: the clip's green level; bottom half: the square moving left to right
     top = w.frames[0, 0, 2:12, 8:24].reshape(-1, 3).mean(axis=0)
     assert abs(top[1] - pattern_green(1)) < 6
-    # source 160x120 -> 43x32 -> crop 32 (offset 5); square 30 px -> 8 px, x = frac(t/2) * 130
+    # source 160x120 -> 43x32 -> crop 32 (offset ceil(11 / 2) = 6, AVBERT's centre crop);
+    # square 30 px -> 8 px, x = frac(t/2) * 130
     for j, i in [(0, 0), (0, 2), (1, 0), (1, 2), (2, 1)]:
-        t = expected_time((j * F + i) / M.fps)
+        t = expected_time(slot_times(3)[j, i])
         bottom = w.frames[j, i, 20:28].astype(float).mean(axis=(0, 2))  # (S,) brightness
         bright = np.flatnonzero(bottom > 128)
-        centre = ((t / 2.0) % 1.0) * 130 * 32 / 120 - 5 + 4
+        centre = ((t / 2.0) % 1.0) * 130 * 32 / 120 - 6 + 4
         if 2 <= centre <= S - 3:
             assert bright.size and abs(bright.mean() - centre) < 2.5, (t, bright, centre)
     # the thumbnail is the middle real segment's middle frame, short side 160
     assert w.thumbnail.shape == (160, 213, 3)
-    assert pattern_time(w.thumbnail) == pytest.approx(expected_time(1.5), abs=TIME_TOL)
+    middle = expected_time(slot_times(2)[1, F // 2])
+    assert pattern_time(w.thumbnail) == pytest.approx(middle, abs=TIME_TOL)
     # the 1 kHz tone is loudest in its mel band, in every real segment
     bands = w.audio[w.audio_mask].mean(axis=2).argmax(axis=1)
     assert (bands == _tone_band(1000.0, M)).all()
@@ -259,8 +295,9 @@ def test_vp9_opus_webm(sample_media):
     [w] = load_windows(sample_media["webm"], M)
     check_window_arrays(w)
     assert w.visual_mask.tolist() == w.audio_mask.tolist() == [True, True, False, False]
-    targets = np.arange(2 * F).reshape(2, F) / M.fps
-    np.testing.assert_allclose(frame_times(w)[:2], expected_time(targets), atol=TIME_TOL)
+    src_fps = probe(sample_media["webm"]).fps
+    targets = slot_times(2, src_fps)
+    np.testing.assert_allclose(frame_times(w)[:2], expected_time(targets, src_fps), atol=TIME_TOL)
     top = w.frames[1, 1, 2:12, 8:24].reshape(-1, 3).mean(axis=0)
     assert abs(top[1] - pattern_green(2)) < 6
     assert (w.audio[w.audio_mask].mean(axis=2).argmax(axis=1) == _tone_band(440.0, M)).all()
@@ -273,8 +310,9 @@ def test_portrait_rotation_metadata(sample_media):
     [w] = load_windows(sample_media["portrait"], M)
     check_window_arrays(w)
     # upright: the time code is in the top half (unrotated, it would lie along one side)
-    targets = np.arange(2 * F).reshape(2, F) / M.fps
-    np.testing.assert_allclose(frame_times(w)[:2], expected_time(targets), atol=TIME_TOL)
+    src_fps = info.fps
+    targets = slot_times(2, src_fps)
+    np.testing.assert_allclose(frame_times(w)[:2], expected_time(targets, src_fps), atol=TIME_TOL)
     top = w.frames[1, 0, 2:12, 8:24].reshape(-1, 3).mean(axis=0)
     assert abs(top[1] - pattern_green(0)) < 6  # the green of the top half
     bottom = np.median(w.frames[1, 0, 18:].reshape(-1, 3), axis=0)
@@ -295,7 +333,7 @@ def test_variable_frame_rate_gives_constant_rate(sample_media):
         src.append(t)
         t += 0.02 if int(t + 1e-9) % 2 == 0 else 0.08
     src_t = np.array(src)
-    targets = np.arange(T * F) / M.fps
+    targets = slot_times(T, info.fps).ravel()  # the slot rule uses the average frame rate
     want = np.array([src_t[src_t <= tt + 1e-6].max() for tt in targets]).reshape(T, F)
     np.testing.assert_allclose(frame_times(w), want, atol=TIME_TOL)
 

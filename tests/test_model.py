@@ -98,7 +98,9 @@ def test_outputs_match_spec_and_are_finite(variant: str, sharing: str) -> None:
 def test_config_level_facts() -> None:
     paper = get_config("paper")
     assert (paper.visual_dim, paper.audio_dim, paper.embed_dim) == (2048, 1024, 768)
-    assert paper.media.frames_per_segment == 16 and paper.media.num_segments == 30
+    # 30-s clips of 480 frames (the paper): 15 segments of 32 frames at 16 fps
+    assert paper.media.frames_per_segment == 32 and paper.media.num_segments == 15
+    assert paper.media.window_seconds == 30.0 and paper.positions == 22
     for name in available_configs():
         assert get_config(name).hidden % get_config(name).heads == 0
 
@@ -146,11 +148,10 @@ def test_bad_inputs_raise_value_error() -> None:
         model.forward_features(
             torch.zeros(1, t, d + 1), torch.zeros(1, t, cfg.audio_dim), mask, mask
         )
-    long = torch.ones(1, t + 1, dtype=torch.bool)
-    with pytest.raises(ValueError, match="num_segments"):
-        model.forward_features(
-            torch.zeros(1, t + 1, d), torch.zeros(1, t + 1, cfg.audio_dim), long, long
-        )
+    n = cfg.positions  # one more segment than the position tables hold (row 0: start token)
+    long = torch.ones(1, n, dtype=torch.bool)
+    with pytest.raises(ValueError, match="positions"):
+        model.forward_features(torch.zeros(1, n, d), torch.zeros(1, n, cfg.audio_dim), long, long)
     with pytest.raises(TypeError, match="ModelConfig"):
         PEMT(cfg.to_dict())  # type: ignore[arg-type]
 
@@ -210,7 +211,10 @@ def test_fold_parity(sharing: str) -> None:
         torch.testing.assert_close(b[k], a[k], **FOLD_TOL)
     assert not any(isinstance(m, Factored) for m in folded.modules())
     assert not any(torch.nn.utils.parametrize.is_parametrized(m) for m in folded.modules())
-    assert not any(".a." in n for n, _ in folded.named_parameters())  # no rotations left
+    rotations = [
+        n for n, _ in folded.named_parameters() if n.startswith("transformers.") and ".a." in n
+    ]
+    assert not rotations  # no matrix exponentials left
     factored = any(isinstance(m, Factored) for m in model.modules())
     assert factored == (sharing in ("layers+partial", "full"))  # the original is untouched
 
@@ -254,9 +258,9 @@ def test_load_errors_name_the_problem(tmp_path) -> None:
     meta = {"pemt.config": cfg.to_json(), "pemt.folded": "false"}
 
     missing = dict(tensors)
-    del missing["visual_pos"]
+    del missing["start.weight"]
     save_file(missing, tmp_path / "missing.safetensors", metadata=meta)
-    with pytest.raises(ValueError, match=r"missing keys \[visual_pos\]"):
+    with pytest.raises(ValueError, match=r"missing keys \[start.weight\]"):
         load(tmp_path / "missing.safetensors")
 
     save_file(
@@ -266,9 +270,11 @@ def test_load_errors_name_the_problem(tmp_path) -> None:
         load(tmp_path / "extra.safetensors")
 
     save_file(
-        {**tensors, "visual_pos": torch.zeros(3, 3)}, tmp_path / "shape.safetensors", metadata=meta
+        {**tensors, "start.weight": torch.zeros(3, 3)},
+        tmp_path / "shape.safetensors",
+        metadata=meta,
     )
-    with pytest.raises(ValueError, match="shape mismatch: visual_pos"):
+    with pytest.raises(ValueError, match="shape mismatch: start.weight"):
         load(tmp_path / "shape.safetensors")
 
     save_file(tensors, tmp_path / "nometa.safetensors")

@@ -1,4 +1,4 @@
-"""Decode any file FFmpeg reads (PyAV) into one-second segments, streaming.
+"""Decode any file FFmpeg reads (PyAV) into segments of ``frames_per_segment`` frames, streaming.
 
 Video frames are chosen by timestamp (sample and hold: the latest frame at or before each
 target time), so variable-frame-rate input gives constant-rate output. Each chosen frame is
@@ -441,7 +441,7 @@ class _Converter:
     def crop(self, frame: av.VideoFrame) -> np.ndarray:
         s = self.size
         img = self._rgb(frame, s, 1 << 30)
-        y, x = (img.shape[0] - s) // 2, (img.shape[1] - s) // 2
+        y, x = -(-(img.shape[0] - s) // 2), -(-(img.shape[1] - s) // 2)  # AVBERT: ceil
         return np.ascontiguousarray(img[y : y + s, x : x + s])  # (S, S, 3)
 
     def thumbnail(self, frame: av.VideoFrame) -> np.ndarray:
@@ -462,11 +462,19 @@ class Segment:
 
 
 class _VideoSampler:
-    def __init__(self, cfg: MediaConfig, conv: _Converter) -> None:
+    """Frames by timestamp, segment after segment. Segment k covers ``[k D, (k + 1) D)`` and its
+    ``F`` frames are spread evenly from its first source frame to its last one, the rule AVBERT
+    applies to frame indices (``linspace(start, start + W - 1, F)`` with ``W = D * fps`` source
+    frames), written in time so that variable frame rates need no indices: slot ``j`` is at
+    ``k D + j (D - 1 / fps) / (F - 1)``, and takes the latest frame at or before that time."""
+
+    def __init__(self, cfg: MediaConfig, conv: _Converter, source_fps: float | None) -> None:
         self.f = cfg.frames_per_segment
-        self.step = cfg.segment_seconds / self.f
+        self.seg = cfg.segment_seconds
+        frame = 1.0 / source_fps if source_fps and source_fps > 0 else self.seg / self.f
+        self.slot = max(self.seg - frame, 0.0) / (self.f - 1)
         self.conv = conv
-        self.i = 0  # next target frame index (time i * step)
+        self.i = 0  # next target slot (segment i // F, slot i % F)
         self.prev: av.VideoFrame | None = None
         self.prev_rgb: np.ndarray | None = None
         self.prev_end = 0.0
@@ -487,11 +495,14 @@ class _VideoSampler:
                 f"video timestamps jump by {t - self.prev_end:.0f} s at {self.prev_end:.1f} s; "
                 "the file is damaged: re-export it"
             )
-        while self.i * self.step < t - _EPS:
+        while self._target(self.i) < t - _EPS:
             self._take(self.prev)
         if self.prev is not frame:
             self.prev, self.prev_rgb = frame, None
         self.prev_end = max(self.prev_end, t + dur)
+
+    def _target(self, i: int) -> float:
+        return (i // self.f) * self.seg + (i % self.f) * self.slot
 
     def _take(self, frame: av.VideoFrame) -> None:
         if frame is not self.prev or self.prev_rgb is None:
@@ -519,11 +530,11 @@ class _VideoSampler:
         self.end_time = self.prev_end
         if self.prev is None:
             return
-        while self.i * self.step < self.prev_end - _EPS:
+        while self._target(self.i) < self.prev_end - _EPS:
             self._take(self.prev)
         # a partial last segment counts when at least half of it is real (or it is all we have)
-        covered = self.prev_end - self.count * self.f * self.step
-        if self.cur and (2 * covered >= self.f * self.step - _EPS or self.count == 0):
+        covered = self.prev_end - self.count * self.seg
+        if self.cur and (2 * covered >= self.seg - _EPS or self.count == 0):
             if self.thumb is None:
                 self.thumb = self.conv.thumbnail(self.prev)
             while len(self.cur) < self.f:
@@ -588,9 +599,10 @@ class _AudioSampler:
             and len(buf) % self.n
             and (2 * (len(buf) % self.n) >= self.n or self.count + k == 0)
         ):
-            k += 1  # the last partial segment is zero-padded
+            k += 1  # the last partial segment counts
         if k:
-            mel = segment_log_mel(buf[: k * self.n], self.cfg)  # (k, n_mels, A)
+            # a partial last segment is transformed as it is (AVBERT's end of a video)
+            mel = segment_log_mel(buf[: min(k * self.n, len(buf))], self.cfg)  # (k, n_mels, A)
             self.done.extend(mel)
             self.count += k
         rest = buf[k * self.n :] if not final else buf[:0]
@@ -646,8 +658,14 @@ class SegmentStream:
         self.name = o.name
         self.has_video_stream = o.video is not None
         self.has_audio_stream = o.audio is not None
+        self._video_rate = None
+        if o.video is not None:
+            rate = o.video.average_rate or o.video.guessed_rate or o.video.base_rate
+            self._video_rate = float(rate) if rate else None
         self.video = (
-            _VideoSampler(cfg, _Converter(cfg.image_size, o.video.sample_aspect_ratio))
+            _VideoSampler(
+                cfg, _Converter(cfg.image_size, o.video.sample_aspect_ratio), self._video_rate
+            )
             if o.video is not None
             else None
         )
@@ -655,10 +673,6 @@ class SegmentStream:
         o.budget.pause()  # counts again while iterating
         self.end_time = 0.0  # where the content ends, seconds; set when decoding is done
         self.finished = False
-        self._video_rate = None
-        if o.video is not None:
-            rate = o.video.average_rate or o.video.guessed_rate or o.video.base_rate
-            self._video_rate = float(rate) if rate else None
 
     @property
     def has_video(self) -> bool:
@@ -697,7 +711,7 @@ class SegmentStream:
                     if isinstance(frame, av.VideoFrame):
                         assert v is not None
                         o.check_pixels(frame.width, frame.height)
-                        step = 1.0 / self._video_rate if self._video_rate else v.step
+                        step = 1.0 / self._video_rate if self._video_rate else v.seg / v.f
                         if t is None:
                             t = (last_vt + step) if last_vt is not None else t0
                         t -= t0

@@ -22,7 +22,7 @@ from pemt.model.pemt import PEMT
 __all__ = ["CHECKPOINT_NAME", "count_parameters", "load", "save"]
 
 CHECKPOINT_NAME = "model.safetensors"  # the file inside a checkpoint directory
-_FORMAT = "1"
+_FORMAT = "2"  # 2: AVBERT's computation (format 1 was PEMT 0.1's one-second-segment model)
 
 
 def _resolve(path: str | os.PathLike[str]) -> Path:
@@ -73,6 +73,13 @@ def load(path: str | os.PathLike[str]) -> PEMT:
         raise _fail(p, f"not a readable safetensors file ({type(e).__name__}: {e})") from e
     if "pemt.config" not in metadata:
         raise _fail(p, "no 'pemt.config' in its metadata; write checkpoints with pemt.save")
+    if metadata.get("pemt.format", _FORMAT) != _FORMAT:
+        raise _fail(
+            p,
+            f"written in checkpoint format {metadata.get('pemt.format')} by an older PEMT whose "
+            f"model differs from AVBERT's (this PEMT reads format {_FORMAT}); retrain it with "
+            "`pemt train` or import AVBERT's weights with `pemt import avbert`",
+        )
     try:
         cfg = ModelConfig.from_dict(json.loads(metadata["pemt.config"]))
     except (json.JSONDecodeError, TypeError, ValueError) as e:
@@ -107,14 +114,24 @@ def load(path: str | os.PathLike[str]) -> PEMT:
 
 
 def count_parameters(model: nn.Module) -> dict[str, int]:
-    """Parameters per component: visual_cnn, audio_cnn, projections (feature -> hidden),
-    embeddings (BOS, positions, token types), transformers, total. Shared weights count once.
+    """Parameters per component: visual_cnn, audio_cnn, projections (feature -> hidden, with
+    their LayerNorms), embeddings (start tokens, positions, token types, their LayerNorms),
+    transformers, total. Shared weights count once.
     Works on a model built on the meta device."""
     groups = {"visual_cnn": 0, "audio_cnn": 0, "projections": 0, "embeddings": 0, "transformers": 0}
-    top = {"visual_proj": "projections", "audio_proj": "projections"}
+    top = {
+        "visual_fc": "projections",
+        "visual_norm": "projections",
+        "audio_fc": "projections",
+        "audio_norm": "projections",
+        "start": "embeddings",
+        "visual_embed": "embeddings",
+        "audio_embed": "embeddings",
+        "multi_embed": "embeddings",
+    }
     for name, param in model.named_parameters():  # deduplicates shared parameters
         head = name.split(".", 1)[0]
-        group = top.get(head, head) if "." in name else "embeddings"
+        group = top.get(head, head)
         if group not in groups:
             raise ValueError(f"parameter {name!r} belongs to no known component")
         groups[group] += param.numel()

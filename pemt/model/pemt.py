@@ -1,17 +1,26 @@
-"""PEMT: the whole model, from uint8 frames and log-mel audio to clip embeddings.
+"""PEMT: the whole model, from uint8 frames and log-mel audio to clip embeddings, computed as
+AVBERT (``models/avbert.py``, mid fusion) computes it.
 
-Per batch row, one window of T one-second segments (``pemt.spec.model_inputs``)::
+Per batch row, one window of T segments (``pemt.spec.model_inputs``)::
 
-    frames (B,T,F,S,S,3) uint8 -> visual CNN -> (B,T,visual_dim) -> Linear+LN -> (B,T,D)
-    audio  (B,T,M,A) log-mel   -> audio CNN  -> (B,T,audio_dim)  -> Linear+LN -> (B,T,D)
-    [BOS_v, visual] + positions -> visual transformer -> (B,1+T,D)
-    [BOS_a, audio]  + positions -> audio transformer  -> (B,1+T,D)
-    [BOS_mm, visual tokens, audio tokens] + token types -> multimodal transformer -> (B,1+2T,D)
+    frames (B,T,F,S,S,3) uint8 -> visual CNN -> (B,T,visual_dim) -> Linear -> LN -> (B,T,D)
+    audio  (B,T,M,A) log-mel   -> audio CNN  -> (B,T,audio_dim)  -> Linear -> LN -> (B,T,D)
+    [start_v, visual] + positions 0..T -> LN -> visual transformer -> V (B,1+T,D)
+    [start_a, audio]  + positions 0..T -> LN -> audio transformer  -> A (B,1+T,D)
+    [V, A] + positions [0..T, 0..T] + token types [0]*(1+T) + [1]*(1+T) -> LN
+        -> multimodal transformer -> M (B,2+2T,D); M[:, 0] and M[:, 1+T] are the start tokens
 
-Outputs are the ``pemt.spec.model_outputs`` names. Padded segments and a missing modality are
-``False`` in ``visual_mask`` / ``audio_mask``: their features are replaced by zeros, they are
-masked as attention keys, and their output tokens are zero, so their content never changes any
-output. BOS tokens are always valid, so an all-masked modality gives finite outputs.
+Outputs (``pemt.spec.model_outputs``): ``embedding`` = normalize(M[:, 0] + M[:, 1+T]), the two
+multimodal start tokens, each a summary of the whole window seen from one stream;
+``visual_embedding`` / ``audio_embedding`` = normalize(V[:, 0]) / normalize(A[:, 0]);
+``visual_tokens`` = V[:, 1:], ``audio_tokens`` = A[:, 1:], ``fused_tokens`` = the mean of a
+segment's two multimodal tokens M[:, 1+t] and M[:, 2+T+t]. Why these: docs/ARCHITECTURE.md.
+
+Padded segments and a missing modality are ``False`` in ``visual_mask`` / ``audio_mask`` (AVBERT
+has no masks: a full window computes exactly what it computes): their features are replaced by
+zeros, they are masked as attention keys, and their output tokens are zero, so their content
+never changes any output. Start tokens are always valid, so an all-masked modality gives finite
+outputs.
 """
 
 from __future__ import annotations
@@ -26,44 +35,63 @@ from torch import nn
 
 from pemt.config import ModelConfig
 from pemt.model.cnn import AudioResNet, VisualResNet
-from pemt.model.transformer import Transformers
+from pemt.model.transformer import LN_EPS, Transformers
 
-__all__ = ["PEMT", "build_model", "fold"]
+__all__ = ["PEMT", "Embeddings", "build_model", "fold"]
+
+
+class Embeddings(nn.Module):
+    """AVBERT's ``BertEmbeddings``: tokens + learned positions (+ token types), LayerNorm,
+    dropout. The input is ``halves`` streams of equal length laid end to end; each restarts
+    its positions at 0 and, with ``types``, half ``i`` gets token type ``i``."""
+
+    def __init__(self, rows: int, d: int, dropout: float, types: int = 0) -> None:
+        super().__init__()
+        self.position = nn.Embedding(rows, d)
+        nn.init.normal_(self.position.weight, std=0.02)
+        self.token_type: nn.Embedding | None = None
+        if types:
+            self.token_type = nn.Embedding(types, d)
+            nn.init.normal_(self.token_type.weight, std=0.02)
+        self.norm = nn.LayerNorm(d, eps=LN_EPS)
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor, halves: int = 1) -> torch.Tensor:
+        """x (B, N, D), N = halves * n -> (B, N, D)."""
+        n = x.shape[1] // halves
+        x = x + self.position.weight[:n].repeat(halves, 1)  # positions 0..n-1 per half
+        if self.token_type is not None:
+            x = x + self.token_type.weight[:halves].repeat_interleave(n, dim=0)  # (N, D)
+        return self.drop(self.norm(x))
 
 
 class PEMT(nn.Module):
-    """Parameter-efficient multimodal transformer (AVBERT shapes, ``cfg.sharing`` between the
-    three transformers). ``forward`` returns a dict keyed by ``pemt.spec.model_outputs`` names."""
+    """Parameter-efficient multimodal transformer (AVBERT's architecture, ``cfg.sharing``
+    between the three transformers). ``forward`` returns a dict keyed by
+    ``pemt.spec.model_outputs`` names."""
 
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
         if not isinstance(cfg, ModelConfig):
             raise TypeError(f"PEMT needs a pemt.config.ModelConfig, got {type(cfg).__name__}")
         self.cfg = cfg
-        self.folded = False  # set by fold(): projections are plain dense matrices
-        d, t = cfg.hidden, cfg.media.num_segments
+        self.folded = False  # set by fold(): no matrix exponentials left
+        d = cfg.hidden
         self.visual_cnn = VisualResNet(cfg.visual_width, cfg.visual_blocks)
         self.audio_cnn = AudioResNet(cfg.audio_width, cfg.audio_blocks)
-        visual_linear, audio_linear = nn.Linear(cfg.visual_dim, d), nn.Linear(cfg.audio_dim, d)
-        for lin in (visual_linear, audio_linear):
+        self.visual_fc, self.audio_fc = nn.Linear(cfg.visual_dim, d), nn.Linear(cfg.audio_dim, d)
+        for lin in (self.visual_fc, self.audio_fc):
             nn.init.normal_(lin.weight, std=0.02)
             nn.init.zeros_(lin.bias)
-        self.visual_proj = nn.Sequential(visual_linear, nn.LayerNorm(d))
-        self.audio_proj = nn.Sequential(audio_linear, nn.LayerNorm(d))
-        # embeddings: a learned BOS and learned positions per stream (BOS at position 0),
-        # and for the multimodal input a BOS plus token types (0 BOS, 1 visual, 2 audio)
-        self.visual_bos = nn.Parameter(torch.zeros(d))
-        self.visual_pos = nn.Parameter(torch.zeros(1 + t, d))
-        self.audio_bos = nn.Parameter(torch.zeros(d))
-        self.audio_pos = nn.Parameter(torch.zeros(1 + t, d))
-        self.multimodal_bos = nn.Parameter(torch.zeros(d))
-        self.multimodal_type = nn.Parameter(torch.zeros(3, d))
-        self.drop = nn.Dropout(cfg.dropout)
+        self.visual_norm = nn.LayerNorm(d, eps=LN_EPS)
+        self.audio_norm = nn.LayerNorm(d, eps=LN_EPS)
+        # start tokens (AVBERT's summary_encoding.bos_embeddings): row 0 visual, row 1 audio
+        self.start = nn.Embedding(2, d)
+        nn.init.normal_(self.start.weight, std=0.02)
+        self.visual_embed = Embeddings(cfg.positions, d, cfg.dropout)
+        self.audio_embed = Embeddings(cfg.positions, d, cfg.dropout)
+        self.multi_embed = Embeddings(cfg.positions, d, cfg.dropout, types=2)
         self.transformers = Transformers(cfg)
-        for p in (self.visual_bos, self.visual_pos, self.audio_bos, self.audio_pos):
-            nn.init.normal_(p, std=0.02)
-        nn.init.normal_(self.multimodal_bos, std=0.02)
-        nn.init.normal_(self.multimodal_type, std=0.02)
 
     # --- CNNs: one segment at a time, batched over (B, T) -----------------------------------
 
@@ -90,18 +118,14 @@ class PEMT(nn.Module):
     # --- transformers ---------------------------------------------------------------------
 
     def _stream(
-        self,
-        x: torch.Tensor,
-        valid: torch.Tensor,
-        bos: torch.Tensor,
-        pos: torch.Tensor,
-        modality: str,
+        self, x: torch.Tensor, valid: torch.Tensor, row: int, modality: str
     ) -> torch.Tensor:
         """x (B, T, D) projected features, valid (B, T) -> (B, 1+T, D) stream transformer out."""
-        t = x.shape[1]
-        x = torch.cat([bos.expand(x.shape[0], 1, -1), x], dim=1) + pos[: 1 + t]  # (B, 1+T, D)
-        valid = torch.cat([torch.ones_like(valid[:, :1]), valid], dim=1)  # (B, 1+T), BOS valid
-        return self.transformers(self.drop(x), valid, modality)
+        start = self.start.weight[row].expand(x.shape[0], 1, -1)  # (B, 1, D)
+        embed = self.visual_embed if row == 0 else self.audio_embed
+        x = embed(torch.cat([start, x], dim=1))  # (B, 1+T, D)
+        valid = torch.cat([torch.ones_like(valid[:, :1]), valid], dim=1)  # (B, 1+T), start valid
+        return self.transformers(x, valid, modality)
 
     def _check(
         self, vf: torch.Tensor, af: torch.Tensor, vm: torch.Tensor, am: torch.Tensor
@@ -119,11 +143,33 @@ class PEMT(nn.Module):
                 f"features must end in visual_dim={cfg.visual_dim} / audio_dim={cfg.audio_dim}, "
                 f"got {tuple(vf.shape)} / {tuple(af.shape)}"
             )
-        if vf.shape[1] > cfg.media.num_segments:
+        if vf.shape[1] > cfg.positions - 1:
             raise ValueError(
-                f"{vf.shape[1]} segments > num_segments={cfg.media.num_segments}; "
+                f"{vf.shape[1]} segments > positions - 1 = {cfg.positions - 1}; "
                 "cut the clip into windows (pemt.media.iter_windows)"
             )
+
+    def streams(
+        self,
+        visual_features: torch.Tensor,
+        audio_features: torch.Tensor,
+        visual_mask: torch.Tensor,
+        audio_mask: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The three transformers' outputs, as AVBERT returns them: V (B, 1+T, D), A (B, 1+T, D)
+        and M (B, 2+2T, D), from CNN features and masks (B, T) bool (True = real segment)."""
+        if not torch.jit.is_tracing():  # static shapes; keep TracerWarnings out of export
+            self._check(visual_features, audio_features, visual_mask, audio_mask)
+        vm, am = visual_mask.bool(), audio_mask.bool()  # (B, T)
+        zero = torch.zeros((), dtype=visual_features.dtype, device=visual_features.device)
+        v = torch.where(vm[..., None], visual_features, zero)  # padding content never enters
+        a = torch.where(am[..., None], audio_features, zero)
+        v = self._stream(self.visual_norm(self.visual_fc(v)), vm, 0, "visual")  # (B, 1+T, D)
+        a = self._stream(self.audio_norm(self.audio_fc(a)), am, 1, "audio")  # (B, 1+T, D)
+        x = self.multi_embed(torch.cat([v, a], dim=1), halves=2)  # (B, 2+2T, D)
+        ones = torch.ones_like(vm[:, :1])
+        valid = torch.cat([ones, vm, ones, am], dim=1)  # (B, 2+2T), both start tokens valid
+        return v, a, self.transformers(x, valid, "multimodal")
 
     def forward_features(
         self,
@@ -134,30 +180,18 @@ class PEMT(nn.Module):
     ) -> dict[str, torch.Tensor]:
         """CNN features (B, T, visual_dim) / (B, T, audio_dim), masks (B, T) bool (True = real
         segment) -> dict of spec outputs: embeddings (B, D), tokens (B, T, D)."""
-        if not torch.jit.is_tracing():  # static shapes; keep TracerWarnings out of export
-            self._check(visual_features, audio_features, visual_mask, audio_mask)
-        vm, am = visual_mask.bool(), audio_mask.bool()  # (B, T)
-        zero = torch.zeros((), dtype=visual_features.dtype, device=visual_features.device)
-        v = torch.where(vm[..., None], visual_features, zero)  # padding content never enters
-        a = torch.where(am[..., None], audio_features, zero)
-        v = self._stream(self.visual_proj(v), vm, self.visual_bos, self.visual_pos, "visual")
-        a = self._stream(self.audio_proj(a), am, self.audio_bos, self.audio_pos, "audio")
-        t = vm.shape[1]
-        v_tok, a_tok = v[:, 1:], a[:, 1:]  # (B, T, D) each
-        types = self.multimodal_type
-        bos = (self.multimodal_bos + types[0]).expand(v.shape[0], 1, -1)  # (B, 1, D)
-        x = torch.cat([bos, v_tok + types[1], a_tok + types[2]], dim=1)  # (B, 1+2T, D)
-        valid = torch.cat([torch.ones_like(vm[:, :1]), vm, am], dim=1)  # (B, 1+2T)
-        x = self.transformers(self.drop(x), valid, "multimodal")  # (B, 1+2T, D)
-        mv, ma = vm[..., None].to(x.dtype), am[..., None].to(x.dtype)  # (B, T, 1)
+        v, a, x = self.streams(visual_features, audio_features, visual_mask, audio_mask)
+        t = visual_mask.shape[1]
+        mv = visual_mask.bool()[..., None].to(x.dtype)  # (B, T, 1)
+        ma = audio_mask.bool()[..., None].to(x.dtype)
         # fused token: mean of the segment's valid visual and audio multimodal tokens (0 if none)
-        fused = (x[:, 1 : 1 + t] * mv + x[:, 1 + t :] * ma) / (mv + ma).clamp(min=1.0)
+        fused = (x[:, 1 : 1 + t] * mv + x[:, 2 + t :] * ma) / (mv + ma).clamp(min=1.0)
         return {
-            "embedding": F.normalize(x[:, 0], dim=-1),
+            "embedding": F.normalize(x[:, 0] + x[:, 1 + t], dim=-1),
             "audio_embedding": F.normalize(a[:, 0], dim=-1),
             "visual_embedding": F.normalize(v[:, 0], dim=-1),
-            "audio_tokens": a_tok * ma,
-            "visual_tokens": v_tok * mv,
+            "audio_tokens": a[:, 1:] * ma,
+            "visual_tokens": v[:, 1:] * mv,
             "fused_tokens": fused,
         }
 
@@ -206,9 +240,10 @@ def build_model(cfg: ModelConfig) -> PEMT:
 
 @torch.no_grad()
 def fold(model: PEMT) -> PEMT:
-    """A copy of ``model`` whose factored projections are plain ``nn.Linear`` (W_m = U R_m V_m,
-    one per transformer, ``matrix_exp`` evaluated into constants). Same outputs to fp32
-    tolerance. A model without factored projections comes back as an unchanged copy."""
+    """A copy of ``model`` whose factored projections have ``W_m = U B_m^T`` precomputed (the
+    matrix exponentials evaluated into constants; ``V_m`` and the normalization stay). Same
+    outputs to fp32 tolerance. A model without factored projections comes back as an unchanged
+    copy."""
     if not isinstance(model, PEMT):
         raise TypeError(f"fold needs a PEMT model, got {type(model).__name__}")
     folded = copy.deepcopy(model)

@@ -1,40 +1,38 @@
 """The visual, audio and multimodal transformers and the parameter sharing between them.
 
 One ``Transformers`` module holds all three, because in the sharing modes ``layers+partial`` and
-``full`` they share weights; the modality is an argument of ``forward``. Post-LN layers (BERT):
-``x = LN1(x + Attn(x)); x = LN2(x + FFN(x))``, GELU, key-padding masks.
+``full`` they share weights; the modality is an argument of ``forward``. Post-LN layers as in
+AVBERT's ALBERT/BERT code: ``h = LN1(x + O(Attn(x))); y = LN2(h + FC2(GELU(FC1(h))))``, GELU
+in its erf form, LayerNorm eps 1e-12, attention ``softmax(q k^T / sqrt(d_head))`` over the
+valid keys (AVBERT adds -10000 to masked keys; it never masks, and neither do we for a full
+window).
 
-Sharing modes (``cfg.sharing``), as in AVBERT (Lee et al., ICLR 2021), with the transformer
-parameters at paper size (hidden 768, FFN 3072, 6 layers; ``pemt params`` prints them)::
+Sharing modes (``cfg.sharing``) and AVBERT's flags (``SHARING_ACROSS_LAYERS``, ``_MODELS``,
+``USE_DECOMPOSITION``), transformer parameters at paper size (``pemt params``)::
 
-    none             127.6M   3 transformers x cfg.layers distinct layers, plain nn.Linear
-    layers            21.3M   one layer per transformer, reused across depth (ALBERT)
-    layers+partial    31.9M   layers + every projection factored as below, U shared by the
-                              three transformers, private part full rank: r = min(d_in, d_out)
-    full               3.8M   layers+partial with private rank r = cfg.rank (paper: 128)
+    none             127.6M   three BERTs of cfg.layers layers, plain Linear    (no, no, no)
+    layers            21.3M   three ALBERTs: one layer reused across depth      (yes, no, no)
+    layers+partial    31.9M   one ALBERT for all three, factored projections,   (yes, yes, yes,
+                              private rank = hidden                              ORTHOGONAL_SIZE = hidden)
+    full               3.8M   the same with private rank cfg.rank (paper: 128)  (yes, yes, yes)
 
-``layers+partial`` is ``full`` at full rank, so the four modes differ only in structure and
-rank. At full rank it has *more* parameters than ``layers`` (the paper reports 15M): each
-transformer keeps a full V_m plus an r x r A_m, and one U is added. R_m adds no expressive power
-at full rank (V_m could absorb it); it is kept so the formula is the same in every factored mode.
+In the factored modes the LayerNorms are shared by the three transformers too; position and
+token-type embeddings (``PEMT``) never are.
 
-In ``layers+partial`` and ``full`` the LayerNorms are shared by the three transformers too;
-position and token-type embeddings (in ``PEMT``) never are.
+Factored projection for transformer m (AVBERT's ``FactorLinear``, ``Factored``)::
 
-Factored projection for transformer m (``Factored``)::
+    y = U (B_m^T normalize(V_m x)) + b      V_m: d_in -> r, no bias, private
+                                            normalize: L2 over the r values (eps 1e-12)
+                                            B_m = base_m expm(triu(A_m, 1) - triu(A_m, 1)^T),
+                                                  r x r orthogonal (expRNN), A_m and base_m private
+                                            U: r -> d_out with bias b, shared by the three
 
-    y = U (R_m (V_m x)) + b     V_m: d_in -> r, no bias, private
-                                R_m = matrix_exp(A_m - A_m^T), r x r orthogonal, private
-                                U: r -> d_out with bias b, shared by the three transformers
-
-Deliberate deviation from AVBERT's ``FactorLinear``: AVBERT L2-normalizes ``V_m x`` before the
-rotation. We do not, so ``U R_m V_m`` folds exactly into one dense matrix per transformer
-(``Factored.fold``), which is what export needs (one GEMM per projection, no ``matrix_exp`` op).
+The normalization sits between V_m and the rest, so export folds what folds:
+``W_m = U B_m^T`` (d_out x r) per transformer (``Factored.fold`` -> ``FoldedFactored``): the graph
+computes ``V_m x``, normalizes, multiplies by ``W_m`` and adds ``b``, with no matrix exponential.
 """
 
 from __future__ import annotations
-
-import math
 
 import torch
 import torch.nn.functional as F
@@ -43,87 +41,127 @@ from torch import nn
 
 from pemt.config import ModelConfig
 
-__all__ = ["MODALITIES", "Dense", "Factored", "Layer", "Transformers"]
+__all__ = [
+    "LN_EPS",
+    "MODALITIES",
+    "Dense",
+    "Factored",
+    "FoldedFactored",
+    "Layer",
+    "Transformers",
+    "rotation",
+]
 
-MODALITIES = ("visual", "audio", "multimodal")
+MODALITIES = ("visual", "audio", "multimodal")  # AVBERT's modality groups 0, 1, 2
+LN_EPS = 1e-12  # AVBERT's transformer-side LayerNorm eps (AlbertConfig's default)
+_INIT_STD = 0.02
+
+
+def _linear(d_in: int, d_out: int, bias: bool = True) -> nn.Linear:
+    lin = nn.Linear(d_in, d_out, bias=bias)
+    nn.init.normal_(lin.weight, std=_INIT_STD)
+    if bias:
+        nn.init.zeros_(lin.bias)
+    return lin
+
+
+def rotation(a: torch.Tensor, base: torch.Tensor) -> torch.Tensor:
+    """expRNN's orthogonal matrix: ``base @ matrix_exp(S)``, ``S = triu(a, 1) - triu(a, 1)^T``
+    (only the strict upper triangle of ``a`` is read). AVBERT caches it as ``_B``."""
+    s = torch.triu(a, diagonal=1)
+    return base @ torch.matrix_exp(s - s.T)
 
 
 class Dense(nn.Module):
     """One plain ``nn.Linear`` per transformer: y = W_m x + b_m."""
 
-    def __init__(self, d_in: int, d_out: int, linears: dict[str, nn.Linear] | None = None) -> None:
+    def __init__(self, d_in: int, d_out: int) -> None:
         super().__init__()
-        if linears is None:
-            linears = {m: nn.Linear(d_in, d_out) for m in MODALITIES}
-            for lin in linears.values():
-                nn.init.normal_(lin.weight, std=0.02)
-                nn.init.zeros_(lin.bias)
-        self.linear = nn.ModuleDict(linears)
+        self.linear = nn.ModuleDict({m: _linear(d_in, d_out) for m in MODALITIES})
 
     def forward(self, x: torch.Tensor, modality: str) -> torch.Tensor:
         return self.linear[modality](x)
 
 
+class _Buffers(nn.Module):
+    """Named buffers, one per transformer (``nn.ParameterDict`` for non-trainable tensors)."""
+
+    def __init__(self, tensors: dict[str, torch.Tensor]) -> None:
+        super().__init__()
+        for name, t in tensors.items():
+            self.register_buffer(name, t)
+
+    def __getitem__(self, name: str) -> torch.Tensor:
+        return getattr(self, name)
+
+
 class Factored(nn.Module):
-    """y = U (R_m (V_m x)) + b with U, b shared and V_m, A_m private (see the module docstring)."""
+    """y = U (B_m^T normalize(V_m x)) + b with U, b shared and V_m, A_m, base_m private (see
+    the module docstring)."""
 
     def __init__(self, d_in: int, d_out: int, rank: int) -> None:
         super().__init__()
-        # U V has entries of std sqrt(r) * s^2; pick s so that it matches a dense layer's 0.02
-        s = math.sqrt(0.02 / math.sqrt(rank))
-        self.u = nn.Linear(rank, d_out)  # U and b: shared by the three transformers
-        nn.init.normal_(self.u.weight, std=s)
-        nn.init.zeros_(self.u.bias)
-        self.v = nn.ParameterDict(  # V_m: (r, d_in), private
-            {m: nn.Parameter(torch.randn(rank, d_in) * s) for m in MODALITIES}
+        self.u = _linear(rank, d_out)  # AVBERT s_linear: shared by the three transformers
+        # normalize() makes V_m x a unit vector; scale U so that the output starts at the size a
+        # dense layer of std 0.02 gives on a LayerNorm'd input (0.02 sqrt(d_in)), not 0.02
+        nn.init.normal_(self.u.weight, std=_INIT_STD * d_in**0.5)
+        self.v = nn.ParameterDict(  # AVBERT ms{g}_linear: V_m (r, d_in), private
+            {m: nn.Parameter(torch.randn(rank, d_in) * _INIT_STD) for m in MODALITIES}
         )
-        self.a = nn.ParameterDict(  # A_m: (r, r), private; A_m = 0 -> R_m = I at init
+        self.a = nn.ParameterDict(  # AVBERT orthogonal_ms{g}_linear.A; 0 -> B_m = base_m
             {m: nn.Parameter(torch.zeros(rank, rank)) for m in MODALITIES}
         )
+        self.base = _Buffers({m: torch.eye(rank) for m in MODALITIES})  # expRNN's base
 
     def rotation(self, modality: str) -> torch.Tensor:
-        a = self.a[modality]
-        return torch.matrix_exp(a - a.T)  # (r, r), orthogonal
+        return rotation(self.a[modality], self.base[modality])  # (r, r)
 
     def forward(self, x: torch.Tensor, modality: str) -> torch.Tensor:
-        h = F.linear(x, self.v[modality])  # (..., r) = V_m x
-        h = h @ self.rotation(modality).T  # (..., r) = R_m V_m x, for each row
-        return self.u(h)  # (..., d_out)
+        h = F.normalize(F.linear(x, self.v[modality]), dim=-1)  # (..., r), unit rows
+        return self.u(h @ self.rotation(modality))  # (..., d_out)
 
     @torch.no_grad()
-    def fold(self) -> Dense:
-        """The same map as one dense ``nn.Linear`` per transformer: W_m = U R_m V_m, bias b."""
+    def fold(self) -> FoldedFactored:
+        """The same map with ``W_m = U B_m^T`` precomputed (no matrix exponential)."""
         u = self.u.weight  # (d_out, r)
-        d_out, d_in = u.shape[0], self.v[MODALITIES[0]].shape[1]
-        linears = {}
-        for m in MODALITIES:
-            lin = nn.Linear(d_in, d_out, device=u.device, dtype=u.dtype)
-            lin.weight.copy_(u @ self.rotation(m) @ self.v[m])  # (d_out, d_in)
-            lin.bias.copy_(self.u.bias)
-            linears[m] = lin
-        return Dense(d_in, d_out, linears)
+        ws = {m: u @ self.rotation(m).T for m in MODALITIES}  # (d_out, r) each
+        return FoldedFactored({m: self.v[m].detach().clone() for m in MODALITIES}, ws, self.u.bias)
+
+
+class FoldedFactored(nn.Module):
+    """``Factored`` after folding: y = W_m normalize(V_m x) + b, two GEMMs and a norm."""
+
+    def __init__(
+        self, vs: dict[str, torch.Tensor], ws: dict[str, torch.Tensor], bias: torch.Tensor
+    ) -> None:
+        super().__init__()
+        self.v = nn.ParameterDict({m: nn.Parameter(t) for m, t in vs.items()})  # (r, d_in)
+        self.w = nn.ParameterDict({m: nn.Parameter(t.clone()) for m, t in ws.items()})  # (d_out, r)
+        self.bias = nn.Parameter(bias.detach().clone())
+
+    def forward(self, x: torch.Tensor, modality: str) -> torch.Tensor:
+        h = F.normalize(F.linear(x, self.v[modality]), dim=-1)  # (..., r)
+        return F.linear(h, self.w[modality], self.bias)  # (..., d_out)
 
 
 class Layer(nn.Module):
     """A post-LN transformer layer for all three transformers; ``modality`` picks the weights."""
 
-    def __init__(self, cfg: ModelConfig, factored: bool, rank: int | None) -> None:
+    def __init__(self, cfg: ModelConfig, factored: bool, rank: int) -> None:
         super().__init__()
         d, f = cfg.hidden, cfg.ffn
         self.heads = cfg.heads
         self.dropout = cfg.dropout
 
         def proj(d_in: int, d_out: int) -> nn.Module:
-            if not factored:
-                return Dense(d_in, d_out)
-            return Factored(d_in, d_out, min(d_in, d_out) if rank is None else rank)
+            return Factored(d_in, d_out, rank) if factored else Dense(d_in, d_out)
 
         self.q, self.k, self.v, self.o = proj(d, d), proj(d, d), proj(d, d), proj(d, d)
         self.fc1, self.fc2 = proj(d, f), proj(f, d)
         # LayerNorms: one per transformer, or one shared by the three when factored (AVBERT)
         names = ("shared",) if factored else MODALITIES
-        self.ln1 = nn.ModuleDict({n: nn.LayerNorm(d) for n in names})
-        self.ln2 = nn.ModuleDict({n: nn.LayerNorm(d) for n in names})
+        self.ln1 = nn.ModuleDict({n: nn.LayerNorm(d, eps=LN_EPS) for n in names})
+        self.ln2 = nn.ModuleDict({n: nn.LayerNorm(d, eps=LN_EPS) for n in names})
         self.drop = nn.Dropout(cfg.dropout)
 
     def _norm(self, lns: nn.ModuleDict, x: torch.Tensor, modality: str) -> torch.Tensor:
@@ -139,7 +177,7 @@ class Layer(nn.Module):
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=p)
         y = rearrange(y, "b h n e -> b n (h e)")  # (B, N, D)
         x = self._norm(self.ln1, x + self.drop(self.o(y, modality)), modality)
-        h = self.fc2(self.drop(F.gelu(self.fc1(x, modality))), modality)  # (B, N, D)
+        h = self.fc2(F.gelu(self.fc1(x, modality)), modality)  # (B, N, D)
         return self._norm(self.ln2, x + self.drop(h), modality)
 
 
@@ -149,7 +187,7 @@ class Transformers(nn.Module):
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
         factored = cfg.sharing in ("layers+partial", "full")
-        rank = cfg.rank if cfg.sharing == "full" else None  # None: full rank
+        rank = cfg.rank if cfg.sharing == "full" else cfg.hidden  # hidden: AVBERT at full rank
         n = cfg.layers if cfg.sharing == "none" else 1  # 1: reused across depth (ALBERT)
         self.layers = nn.ModuleList(Layer(cfg, factored, rank) for _ in range(n))
         self.depth = cfg.layers
@@ -162,7 +200,7 @@ class Transformers(nn.Module):
 
     @torch.no_grad()
     def fold_(self) -> None:
-        """In place: replace every ``Factored`` projection by its dense ``Dense`` equivalent."""
+        """In place: replace every ``Factored`` projection by its ``FoldedFactored`` form."""
         for layer in self.layers:
             for name, child in list(layer.named_children()):
                 if isinstance(child, Factored):

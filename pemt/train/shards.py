@@ -106,8 +106,8 @@ def _check_media(path: Path, decode: bool) -> dict[str, Any]:
     if decode:
         # a cheap decode config: proves the streams decode without the cost of full preprocessing
         check = MediaConfig(
-            fps=1, num_segments=4, image_size=16, sample_rate=8000, n_fft=256, hop_length=128,
-            n_mels=8,
+            fps=2, frames_per_segment=2, num_segments=4, image_size=16, sample_rate=8000,
+            n_mels=8, audio_frames=16,
         )  # fmt: skip
         next(iter(iter_windows(path, check)), None)
     return {
