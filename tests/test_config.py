@@ -19,7 +19,7 @@ from pemt.spec import model_inputs, model_outputs, transformer_inputs, visual_cn
 
 
 def test_registered_variants():
-    assert available_configs() == ["paper", "small", "tiny"]
+    assert available_configs() == ["avbert-ks", "paper", "small", "tiny"]
     paper = get_config("paper")
     # AVBERT's shapes over the paper's 30-s clips: 15 segments of 32 frames at 16 fps, 128 px.
     assert (paper.visual_dim, paper.audio_dim, paper.hidden, paper.heads) == (2048, 1024, 768, 12)
@@ -28,7 +28,9 @@ def test_registered_variants():
 
 
 def test_unknown_variant_names_the_valid_ones():
-    with pytest.raises(ValueError, match=r"available configs = \['paper', 'small', 'tiny'\]"):
+    with pytest.raises(
+        ValueError, match=r"available configs = \[.avbert-ks., .paper., .small., .tiny.\]"
+    ):
         get_config("huge")
 
 

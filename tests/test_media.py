@@ -270,13 +270,13 @@ def test_h264_aac_clip(sample_media):
     # top half: the clip's green level; bottom half: the square moving left to right
     top = w.frames[0, 0, 2:12, 8:24].reshape(-1, 3).mean(axis=0)
     assert abs(top[1] - pattern_green(1)) < 6
-    # source 160x120 -> 43x32 -> crop 32 (offset ceil(11 / 2) = 6, AVBERT's centre crop);
+    # source 160x120 -> 42x32 (long side floored) -> crop 32 (offset ceil(10 / 2) = 5, AVBERT's);
     # square 30 px -> 8 px, x = frac(t/2) * 130
     for j, i in [(0, 0), (0, 2), (1, 0), (1, 2), (2, 1)]:
         t = expected_time(slot_times(3)[j, i])
         bottom = w.frames[j, i, 20:28].astype(float).mean(axis=(0, 2))  # (S,) brightness
         bright = np.flatnonzero(bottom > 128)
-        centre = ((t / 2.0) % 1.0) * 130 * 32 / 120 - 6 + 4
+        centre = ((t / 2.0) % 1.0) * 130 * 32 / 120 - 5 + 4
         if 2 <= centre <= S - 3:
             assert bright.size and abs(bright.mean() - centre) < 2.5, (t, bright, centre)
     # the thumbnail is the middle real segment's middle frame, short side 160

@@ -1,8 +1,9 @@
 """Torch-free media preprocessing shared by training and serving (see docs/ARCHITECTURE.md).
 
-Decode any file FFmpeg reads (PyAV) into one-second segments of ``fps * segment_seconds``
-uint8 RGB frames (short side resized to ``image_size``, centre crop) and log-mel audio, then
-into model windows of ``num_segments`` segments::
+Decode any file FFmpeg reads (PyAV) into segments of ``frames_per_segment`` uint8 RGB frames at
+``fps`` (short side resized to ``image_size``, centre crop) and a log-mel of the same span, then
+into model windows of ``num_segments`` segments (``layout``: back to back, or spread over the
+whole video as AVBERT tests)::
 
     from pemt.config import get_config
     from pemt.media import batch_windows, load_windows
@@ -29,6 +30,7 @@ from pemt.media._errors import (
     NoStreamError,
     NotMediaError,
 )
+from pemt.media._spread import SegmentPlan, spread_plan
 from pemt.media._windows import Window, batch_windows, iter_windows, load_windows
 
 __all__ = [
@@ -42,6 +44,7 @@ __all__ = [
     "MissingModalityError",
     "NoStreamError",
     "NotMediaError",
+    "SegmentPlan",
     "Source",
     "Window",
     "batch_windows",
@@ -51,4 +54,5 @@ __all__ = [
     "mel_filterbank",
     "probe",
     "segment_log_mel",
+    "spread_plan",
 ]

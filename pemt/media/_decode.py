@@ -420,9 +420,9 @@ class _Converter:
         plan = self._plans.get(key)
         if plan is None:
             dw, dh = _display_size(frame.width, frame.height, self.sar, rot)
-            scale = short / min(dw, dh)
-            tw = min(cap, max(short, round(dw * scale)))
-            th = min(cap, max(short, round(dh * scale)))
+            scale = short / min(dw, dh)  # the long side is floored, as AVBERT resizes
+            tw = min(cap, max(short, int(dw * scale + 1e-9)))
+            th = min(cap, max(short, int(dh * scale + 1e-9)))
             # swscale works on the stored (unrotated) picture
             plan = (th, tw, rot) if rot % 180 else (tw, th, rot)
             self._plans[key] = plan

@@ -140,13 +140,25 @@ def iter_windows(
 ) -> Iterator[Window]:
     """Decode ``source`` (a path, bytes or a binary file object) into model windows, streaming.
 
-    A clip shorter than ``media_cfg.window_seconds`` gives one window padded with masks; a
-    longer one gives windows every ``stride_s`` seconds (default: half a window; a whole number
-    of segments), plus a last window that ends where the clip ends. The file is opened and
+    Contiguous layout: a clip shorter than ``media_cfg.window_seconds`` gives one window padded
+    with masks; a longer one gives windows every ``stride_s`` seconds (default: half a window;
+    a whole number of segments), plus a last window that ends where the clip ends. Spread layout
+    (``pemt.media.spread_plan``): one window, decoded when this is called. The file is opened and
     checked now (bad input raises a :class:`MediaError` here); decoding happens as you iterate
     and may still raise one (damaged data, time budget, duration limit).
     """
     check_media_config(media_cfg)
+    if media_cfg.layout == "spread":  # one window over the whole video (AVBERT's test rule)
+        if stride_s is not None:
+            raise ValueError(
+                "the spread layout makes one window per video; stride_s does not apply"
+            )
+        from pemt.media._spread import load_spread_window
+
+        window = load_spread_window(
+            source, media_cfg, limits, require_audio=require_audio, require_video=require_video
+        )
+        return iter([window])
     stride = _stride_segments(media_cfg, stride_s)
     stream = SegmentStream(
         source, media_cfg, limits, require_audio=require_audio, require_video=require_video
