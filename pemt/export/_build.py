@@ -166,7 +166,7 @@ def clip_inputs(cfg: ModelConfig, batch: int, workdir: Path) -> tuple[dict[str, 
     path = make_test_video(
         workdir / "clip.mp4", seconds=seconds, width=192, height=144, fps=max(m.fps, 8)
     )
-    windows = load_windows(path, m, stride_s=m.window_seconds)
+    windows = load_windows(path, m, stride_s=m.window_seconds if m.layout == "contiguous" else None)
     inputs = batch_windows(windows[:batch])
     return dict(inputs), f"{path.name}: {seconds} s H.264/AAC 192x144, {len(windows)} windows"
 

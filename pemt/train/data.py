@@ -79,9 +79,10 @@ def decode_sample(
     from pemt.media import iter_windows
 
     data, meta = _media_bytes(sample)
-    stride = media_cfg.segment_seconds
+    spread = media_cfg.layout == "spread"  # one window per video: nothing to choose
+    stride = None if spread else media_cfg.segment_seconds
     index = 0
-    if rng is not None:
+    if rng is not None and not spread:
         duration = float(meta.get("duration") or 0.0)
         n = max(1, math.floor((duration - media_cfg.window_seconds) / stride) + 1)
         index = int(rng.integers(n))
