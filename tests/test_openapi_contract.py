@@ -109,3 +109,35 @@ def test_every_operation_answers_as_documented(server: ServerProcess) -> None:
                 failures.append(f"{op.label} [{mode}]: {_describe(e)}")
     assert not failures, "\n\n".join(failures)
     assert httpx.get(server.url + "/healthz").status_code == 200
+
+
+def test_the_document_states_errors_operation_ids_and_id_patterns(server: ServerProcess) -> None:
+    spec = httpx.get(server.url + "/openapi.json").json()
+    open_routes = {"/healthz", "/readyz", "/metrics"}
+    seen = set()
+    for path, ops in spec["paths"].items():
+        for method, op in ops.items():
+            name = f"{method.upper()} {path}"
+            # explicit, not FastAPI's generated "<function>_<path>_<method>"
+            assert op["operationId"].replace("_", "").isalpha(), (name, op["operationId"])
+            seen.add(op["operationId"])
+            errors = {int(s) for s in op["responses"] if int(s) >= 400}
+            if path not in open_routes:
+                assert {401, 503} <= errors, (name, errors)
+            if "{id}" in path:
+                assert {400, 404} <= errors, (name, errors)
+            if method == "post":
+                assert {400, 408, 413, 415, 422, 429, 503, 507} <= errors, (name, errors)
+            for status in errors:
+                schema = op["responses"][str(status)]["content"]["application/json"]["schema"]
+                assert schema == {"$ref": "#/components/schemas/ErrorBody"}, (name, status)
+            for param in op.get("parameters", []):
+                if param["name"] in ("id", "clip_id"):
+                    assert param["schema"]["pattern"].endswith("{0,127}$"), (name, param)
+    assert len(seen) == sum(len(ops) for ops in spec["paths"].values())  # unique
+    assert "HTTPValidationError" not in spec["components"]["schemas"]
+    body = spec["paths"]["/search"]["post"]["requestBody"]["content"]
+    assert body["application/json"]["schema"]["properties"]["id"]["anyOf"][0]["pattern"]
+    assert spec["paths"]["/embed"]["post"]["requestBody"]["content"]["multipart/form-data"][
+        "schema"
+    ]["properties"]["id"]["pattern"].startswith("^[A-Za-z0-9]")
