@@ -28,7 +28,7 @@ from typing import IO, Any
 
 from python_multipart.exceptions import FormParserError
 from python_multipart.multipart import MultipartParser, parse_options_header
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 
 from server.core.errors import (
     InvalidRequest,
@@ -131,6 +131,11 @@ async def body_chunks(request: Request, limits: ReadLimits) -> AsyncIterator[byt
             chunk = await asyncio.wait_for(stream.__anext__(), wait)
         except StopAsyncIteration:
             return
+        except ClientDisconnect:  # nobody reads the answer; a client error, not a server one
+            raise InvalidRequest(
+                f"the client disconnected after {received} bytes of the body",
+                code="client_disconnected",
+            ) from None
         except TimeoutError:
             elapsed = loop.time() - start
             raise UploadTimeout(
