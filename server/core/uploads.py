@@ -90,7 +90,11 @@ def is_multipart(request: Request) -> bool:
 
 
 def free_bytes(path: Path) -> int:
-    """Bytes an unprivileged writer may still use on the file system holding ``path``."""
+    """Bytes an unprivileged writer may still use on the file system holding ``path`` (or,
+    while it does not exist, its nearest existing parent)."""
+    path = Path(path).absolute()
+    while not path.exists() and path != path.parent:
+        path = path.parent
     return int(shutil.disk_usage(path).free)
 
 

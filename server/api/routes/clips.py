@@ -27,7 +27,7 @@ router = APIRouter(prefix="/clips", tags=["clips"], dependencies=[Depends(requir
     "",
     operation_id="list_clips",
     response_model=schemas.ClipPage,
-    responses=error_responses(400, 401, 503, 507),
+    responses=error_responses(400, 401, 503),
     summary="List stored items by id",
 )
 async def list_clips(
@@ -58,7 +58,7 @@ async def list_clips(
     "/{id}",
     operation_id="get_clip",
     response_model=schemas.Clip,
-    responses=error_responses(400, 401, 404, 503, 507),
+    responses=error_responses(400, 401, 404, 503),
     summary="One stored item, or a whole clip by its clip id (vectors on request)",
 )
 async def get_clip(
@@ -111,7 +111,7 @@ async def delete_clip(id: ClipId, state: State) -> schemas.Deleted:
     summary="The window's middle frame (JPEG); for a clip id, its first window's",
     responses={
         200: {"content": {"image/jpeg": {"schema": {"type": "string", "format": "binary"}}}},
-        **error_responses(400, 401, 404, 503, 507),
+        **error_responses(400, 401, 404, 503),
     },
 )
 async def thumbnail(id: ClipId, state: State) -> Response:
@@ -160,7 +160,7 @@ _MEDIA_TYPES = {t: _FILE for t in sorted(set(CONTENT_TYPES.values()))}
     responses={
         200: {"content": _MEDIA_TYPES},
         206: {"description": "the requested byte range", "content": _MEDIA_TYPES},
-        **error_responses(400, 401, 404, 416, 503, 507),
+        **error_responses(400, 401, 404, 416, 503),
     },
 )
 async def media(id: ClipId, state: State, request: Request) -> FileResponse:
