@@ -17,11 +17,11 @@ from typing import Any
 
 from fastapi import FastAPI
 
+from server.api.errors import install_error_handlers, install_openapi
 from server.api.routes import classify, clips, embed, health, metrics, search
 from server.backends import Backend, create_backend
 from server.core.config import Settings, load_settings
 from server.core.decode import DecodePool
-from server.core.errors import install_error_handlers
 from server.core.media import MediaStore
 from server.core.metrics import Metrics, MetricsMiddleware
 from server.core.state import AppState, JobLimiter
@@ -29,6 +29,19 @@ from server.core.state import AppState, JobLimiter
 __all__ = ["create_app"]
 
 log = logging.getLogger("pemt.server")
+
+API_DESCRIPTION = """
+**Ids.** An id names a stored *item* (one window) or a *clip* (every window of one upload).
+A clip of one window is stored under the clip id; a longer one as `{clip}#w{i}` (`#` is `%23`
+in a path). Every route takes either: an item id acts on the item, a clip id on the whole clip.
+
+**Errors.** Every error is `{"error": {"code": "...", "message": "..."}}`: 400 the request is
+wrong (the code names the field: `invalid_id`, `invalid_metadata`, ...), 401 API key, 404 no
+such id, 408 the body came too slowly, 413 over a limit, 415 not a content type or media
+container the route takes, 422 the content cannot be used (a damaged video), 429 busy and 503
+unavailable (both with `Retry-After`), 507 the data directory is full. JSON bodies and
+multipart forms get the same answer for the same mistake.
+"""
 
 
 def open_index(settings: Settings, dim: int) -> Any:
@@ -109,11 +122,13 @@ def create_app(
         title="PEMT",
         version="0.1.0",
         summary="Audio-visual video embeddings: embed, search, classify.",
+        description=API_DESCRIPTION,
         lifespan=lifespan,
     )
     app.state.settings = settings
     app.state.metrics = metrics_
     install_error_handlers(app)
+    install_openapi(app)
     for module in (embed, search, classify, clips, health, metrics):
         app.include_router(module.router)
     app.add_middleware(MetricsMiddleware, metrics=metrics_)

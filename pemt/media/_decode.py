@@ -49,6 +49,17 @@ _MAX_AUDIO_LAG = 600  # buffered audio segments waiting for video (they are smal
 _MAX_GAP_S = 300.0  # a longer jump between video frames is damage (it would be held that long)
 # demuxers that are not audio/video or that open other files or URLs on their own
 _REFUSED_FORMATS = {"tty", "hls", "concat", "ffmetadata", "image2", "lavfi", "data", "bin"}
+# image containers: a picture (even an animated one, which has no sound) is not a video; the
+# *_pipe demuxers (PNG, JPEG, WebP, ...) are images too
+_IMAGE_FORMATS = {
+    "gif": "a GIF image",
+    "apng": "an animated PNG image",
+    "ico": "an icon image",
+    "alias_pix": "an Alias PIX image",
+    "brender_pix": "a BRender PIX image",
+    "fits": "a FITS image",
+    "jpegxl_anim": "a JPEG XL image",
+}
 _MAGIC = (
     (4, b"ftyp"),  # MP4 / MOV / 3GP / M4A
     (4, b"moov"),
@@ -232,10 +243,14 @@ class _Opened:
     def _select(self) -> None:
         c = self.container
         self.format = c.format.name
-        if self.format.split(",")[0] in _REFUSED_FORMATS or self.format.endswith("_pipe"):
-            kind = "a still image" if self.format.endswith("_pipe") else f"'{self.format}' data"
+        name = self.format.split(",")[0]
+        if name in _REFUSED_FORMATS or name in _IMAGE_FORMATS or self.format.endswith("_pipe"):
+            kind = _IMAGE_FORMATS.get(name) or (
+                "a still image" if self.format.endswith("_pipe") else f"'{self.format}' data"
+            )
             raise NotMediaError(
-                f"{self.name} is {kind}, not audio or video; send a video or audio file"
+                f"{self.name} is {kind}, not audio or video; send a video or audio file "
+                "(convert images and GIFs to MP4 or WebM first)"
             )
         self.video = next(
             (

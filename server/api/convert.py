@@ -24,7 +24,7 @@ def hit(h: Any) -> schemas.Hit:
     )
 
 
-def clip(item: Any) -> schemas.Clip:
+def clip(item: Any, windows: list[str] | None = None) -> schemas.Clip:
     vectors = None
     if item.vectors is not None:
         vectors = {m: [float(x) for x in v] for m, v in item.vectors.items()}
@@ -39,4 +39,5 @@ def clip(item: Any) -> schemas.Clip:
         created_at=item.created_at,
         updated_at=item.updated_at,
         vectors=vectors,
+        windows=windows,
     )

@@ -9,10 +9,11 @@ from typing import Annotated
 
 from fastapi import Depends, Path, Request
 from fastapi.security import APIKeyHeader
+from pydantic import AfterValidator
 
-from server.core.errors import BadRequest, Busy, NotReady, Unauthorized
+from server.core.errors import NotReady, Unauthorized
+from server.core.ids import ID_REGEX, MAX_ID_LENGTH, validate_id
 from server.core.state import AppState
-from server.core.uploads import drain
 
 __all__ = [
     "ApiKey",
@@ -21,7 +22,6 @@ __all__ = [
     "get_state",
     "job_slot",
     "require_api_key",
-    "validate_item_id",
 ]
 
 _api_key_header = APIKeyHeader(
@@ -52,32 +52,22 @@ def require_api_key(request: Request, key: Annotated[str | None, Depends(_api_ke
 ApiKey = Annotated[None, Depends(require_api_key)]
 
 
-def validate_item_id(value: str, what: str = "id") -> str:
-    from server.index import validate_id
-
-    try:
-        return validate_id(value, what)
-    except ValueError as e:
-        raise BadRequest(str(e), code="invalid_id") from None
-
-
-def _path_id(
-    id: Annotated[str, Path(description="item id (a window: '{clip}#w{i}', URL-encoded)")],
-) -> str:
-    return validate_item_id(id)
-
-
-ClipId = Annotated[str, Depends(_path_id)]
+ClipId = Annotated[
+    str,
+    Path(
+        description="an item id, or a clip id for the whole clip (a window: '{clip}#w{i}', "
+        "URL-encoded as %23)",
+        json_schema_extra={"pattern": ID_REGEX, "maxLength": MAX_ID_LENGTH},
+    ),
+    AfterValidator(validate_id),
+]
 
 
 @contextlib.asynccontextmanager
-async def job_slot(request: Request, state: AppState) -> AsyncIterator[None]:
-    """A media-job slot, or 429 + Retry-After (after reading the body, so the client sees it)."""
-    try:
-        await state.jobs.acquire()
-    except Busy:
-        await drain(request)
-        raise
+async def job_slot(state: AppState) -> AsyncIterator[None]:
+    """A media-job slot, or ``Busy`` (429 + Retry-After). Take it only after the request body
+    has been read: a slow client must not hold a slot while it sends."""
+    await state.jobs.acquire()
     try:
         yield
     finally:

@@ -1,13 +1,153 @@
-"""Request and response bodies (JSON). Multipart forms are described in routes' openapi_extra."""
+"""Request and response bodies. Every number and collection a request carries is bounded here;
+JSON bodies and multipart forms validate through the same models (``server.api.forms``), so a
+mistake gets the same answer in either form."""
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+
+from server.core.ids import (
+    CLIP_ID_REGEX,
+    ID_REGEX,
+    MAX_ID_LENGTH,
+    validate_clip_id,
+    validate_id,
+)
 
 Modality = Literal["fused", "audio", "visual"]
-Scalar = str | int | float | bool | None
+
+MAX_K = 1000  # also PEMT_MAX_K's ceiling
+MAX_FILTER_KEYS = 32
+MAX_KEY_CHARS = 128
+MAX_VALUE_CHARS = 1024
+MAX_VECTOR_DIM = 8192
+MAX_SECONDS = 86_400.0  # window / stride: the service checks them against the model and limits
+MAX_OFFSET = 1_000_000_000  # GET /clips paging
+
+
+def _id_rule(pattern: str, description: str) -> dict[str, Any]:
+    """An id field checked by ``server.core.ids`` (``fullmatch``), documented by ``pattern``."""
+    return {"pattern": pattern, "maxLength": MAX_ID_LENGTH, "description": description}
+
+
+ItemId = Annotated[
+    str,
+    AfterValidator(validate_id),
+    Field(
+        json_schema_extra=_id_rule(
+            ID_REGEX, "an item id, or a clip id for the whole clip (windows: '{clip}#w{i}')"
+        )
+    ),
+]
+ClipIdField = Annotated[
+    str,
+    AfterValidator(validate_clip_id),
+    Field(
+        json_schema_extra=_id_rule(
+            CLIP_ID_REGEX, "clip id: 1-128 of A-Z a-z 0-9 . _ : -, first a letter or digit"
+        )
+    ),
+]
+MetadataKey = Annotated[str, Field(min_length=1, max_length=MAX_KEY_CHARS)]
+FilterValue = (
+    Annotated[str, Field(max_length=MAX_VALUE_CHARS)]
+    | Annotated[int, Field(ge=-(2**53 - 1), le=2**53 - 1)]  # exact in JSON and float64
+    | Annotated[float, Field(allow_inf_nan=False)]
+    | bool
+    | None
+)
+Filter = Annotated[
+    dict[MetadataKey, FilterValue],
+    Field(
+        max_length=MAX_FILTER_KEYS,
+        description=f"metadata key -> value, all must match (at most {MAX_FILTER_KEYS} keys)",
+    ),
+]
+Seconds = Annotated[float, Field(gt=0, le=MAX_SECONDS, allow_inf_nan=False)]
+
+
+# --- requests ---------------------------------------------------------------------------------
+
+
+class _Options(BaseModel):
+    """What every query takes, as JSON or as form fields."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    k: int = Field(10, ge=1, le=MAX_K, description="how many results (at most PEMT_MAX_K)")
+    filter: Filter | None = None
+    modality: Modality = "fused"
+
+
+class _Query(_Options):
+    id: ItemId | None = Field(
+        None, description="a stored item or clip id (every window of its clip is left out)"
+    )
+    vector: (
+        Annotated[
+            list[Annotated[float, Field(allow_inf_nan=False)]],
+            Field(min_length=1, max_length=MAX_VECTOR_DIM),
+        ]
+        | None
+    ) = Field(None, description="a query vector of the model's dimension (normalized here)")
+
+    @model_validator(mode="after")
+    def _one_query(self) -> _Query:
+        if (self.id is None) == (self.vector is None):
+            raise ValueError(
+                "send exactly one of 'id' or 'vector' (or a multipart upload in 'file')"
+            )
+        return self
+
+
+LabelKey = Annotated[
+    str,
+    Field(min_length=1, max_length=64, description="the metadata key that holds labels"),
+]
+
+
+class SearchRequest(_Query):
+    pass
+
+
+class ClassifyRequest(_Query):
+    label_key: LabelKey = "label"
+
+
+class SearchForm(_Options):
+    """``/search`` multipart fields besides ``file`` (``filter`` as JSON text)."""
+
+    window: Seconds | None = Field(None, description="seconds of content per window")
+    stride: Seconds | None = Field(None, description="seconds between window starts")
+
+
+class ClassifyForm(SearchForm):
+    label_key: LabelKey = "label"
+
+
+class EmbedForm(BaseModel):
+    """``/embed`` multipart fields besides ``file`` (``metadata`` as JSON text)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    id: ClipIdField | None = Field(None, description="generated (32 hex) when omitted")
+    metadata: dict[MetadataKey, Any] | None = Field(
+        None,
+        description="JSON object stored with every window (at most 64 KiB; not the keys the "
+        "service sets: clip_id, window, has_audio, has_video)",
+    )
+    store: bool = Field(True, description="add the windows to the index")
+    window: Seconds | None = Field(
+        None, description="seconds of real content per window, whole segments, <= the model's"
+    )
+    stride: Seconds | None = Field(
+        None, description="seconds between window starts, whole segments (default: half)"
+    )
+
+
+# --- responses --------------------------------------------------------------------------------
 
 
 class EmbedItem(BaseModel):
@@ -25,38 +165,6 @@ class EmbedResponse(BaseModel):
     items: list[EmbedItem]
     stored: bool
     timings_ms: dict[str, float] = Field(description="upload, decode, model, index, total")
-
-
-class _Query(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    id: str | None = Field(
-        None, description="a stored item id (every window of its clip is left out)"
-    )
-    vector: list[float] | None = Field(None, description="a query vector (normalized here)")
-    k: int = Field(10, ge=1, le=1000)
-    filter: dict[str, Scalar] | None = Field(
-        None, description="metadata key -> value, all must match"
-    )
-    modality: Modality = "fused"
-
-    @model_validator(mode="after")
-    def _one_query(self) -> _Query:
-        if (self.id is None) == (self.vector is None):
-            raise ValueError(
-                "send exactly one of 'id' or 'vector' (or a multipart upload in 'file')"
-            )
-        return self
-
-
-class SearchRequest(_Query):
-    pass
-
-
-class ClassifyRequest(_Query):
-    label_key: str = Field(
-        "label", min_length=1, max_length=64, description="the metadata key that holds labels"
-    )
 
 
 class Hit(BaseModel):
@@ -92,6 +200,9 @@ class Clip(BaseModel):
     created_at: float | None = None
     updated_at: float | None = None
     vectors: dict[str, list[float]] | None = None
+    windows: list[str] | None = Field(
+        None, description="for a clip id of several windows: their item ids"
+    )
 
 
 class ClipPage(BaseModel):
@@ -106,24 +217,73 @@ class Deleted(BaseModel):
     deleted: int = Field(description="items removed (an item, or every window of a clip)")
 
 
-def multipart_body(fields: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    props = {
+class Health(BaseModel):
+    status: Literal["ok"]
+
+
+class Ready(BaseModel):
+    status: Literal["ready"]
+    backend: str
+    count: int
+
+
+# --- OpenAPI for request bodies (routes read them themselves) ---------------------------------
+
+
+def json_schema(model: type[BaseModel]) -> dict[str, Any]:
+    """A request model's JSON Schema, inline (request models nest no other models)."""
+    schema = model.model_json_schema()
+    if "$defs" in schema:
+        raise TypeError(f"{model.__name__} nests models; inline schemas cannot hold them")
+    return schema
+
+
+def _form_field(prop: dict[str, Any]) -> dict[str, Any]:
+    """A form field's schema: a form cannot send null, so an optional field is just absent."""
+    branches = [b for b in prop.get("anyOf", []) if b.get("type") != "null"]
+    if len(branches) == 1:
+        extra = {k: v for k, v in prop.items() if k not in ("anyOf", "default")}
+        prop = {**extra, **branches[0]}
+        if prop.get("default", "") is None:
+            del prop["default"]
+    return prop
+
+
+def _form_schema(model: type[BaseModel], json_fields: tuple[str, ...]) -> dict[str, Any]:
+    """The multipart schema of a form model: ``file`` plus its fields, JSON ones as text."""
+    props: dict[str, Any] = {
         "file": {"type": "string", "format": "binary", "description": "the video (or audio) file"}
     }
-    props.update(fields)
+    for name, prop in json_schema(model).get("properties", {}).items():
+        if name in json_fields:
+            desc = prop.get("description") or next(
+                (b["description"] for b in prop.get("anyOf", []) if "description" in b), "object"
+            )
+            props[name] = {"type": "string", "description": f"JSON text: {desc}"}
+        else:
+            props[name] = _form_field(prop)
+    return {
+        "type": "object",
+        "properties": props,
+        "required": ["file"],
+        "additionalProperties": False,
+    }
+
+
+def multipart_body(form: type[BaseModel], json_fields: tuple[str, ...]) -> dict[str, Any]:
+    """``openapi_extra`` for a route that takes a multipart upload."""
     return {
         "requestBody": {
             "required": True,
-            "content": {
-                "multipart/form-data": {
-                    "schema": {"type": "object", "properties": props, "required": ["file"]}
-                }
-            },
+            "content": {"multipart/form-data": {"schema": _form_schema(form, json_fields)}},
         }
     }
 
 
-def multipart_or_json(fields: dict[str, dict[str, Any]], model: type[BaseModel]) -> dict[str, Any]:
-    body = multipart_body(fields)
-    body["requestBody"]["content"]["application/json"] = {"schema": model.model_json_schema()}
+def multipart_or_json(
+    form: type[BaseModel], json_model: type[BaseModel], json_fields: tuple[str, ...]
+) -> dict[str, Any]:
+    """``openapi_extra`` for a route that takes a multipart upload or a JSON body."""
+    body = multipart_body(form, json_fields)
+    body["requestBody"]["content"]["application/json"] = {"schema": json_schema(json_model)}
     return body

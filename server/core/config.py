@@ -38,6 +38,14 @@ class Settings(BaseSettings):
     keep_media: bool = True
     index_type: Literal["flat", "ivf", "hnsw"] = "flat"
     max_upload_bytes: int = Field(512 * 1024 * 1024, gt=0)
+    # a request body (upload or JSON) is read before it takes a job slot; it fails with 408
+    # when no byte arrives for upload_idle_timeout_s, or when, after that long, it arrives
+    # slower on average than upload_min_rate bytes/s (0: no minimum rate)
+    upload_idle_timeout_s: float = Field(30.0, gt=0, le=3600)
+    upload_min_rate: int = Field(16 * 1024, ge=0)
+    # the data directory is "full" below this many free bytes: /readyz answers 503 and an
+    # upload that would leave less is refused with 507 before it is read
+    min_free_bytes: int = Field(64 * 1024 * 1024, ge=0)
     max_duration_s: float = Field(3600.0, gt=0)
     max_pixels: int = Field(3840 * 2160, gt=0)
     decode_timeout_s: float = Field(120.0, gt=0)

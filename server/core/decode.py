@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from pemt.config import MediaConfig
-from server.core.errors import BadRequest, MediaRejected
+from server.core.errors import InvalidRequest, MediaRejected
 
 __all__ = ["DecodePool", "DecodeRequest", "DecodeResult", "WindowInfo", "jpeg_bytes"]
 
@@ -213,7 +213,7 @@ class DecodePool:
 
     async def decode(self, req: DecodeRequest) -> DecodeResult:
         if not os.path.isfile(req.path):
-            raise BadRequest("the upload is missing on the server; send it again")
+            raise InvalidRequest("the upload is missing on the server; send it again")
         async with self._sem:
             res = await asyncio.to_thread(self._run, req)
         assert res is not None

@@ -1,167 +1,137 @@
-"""Every error the service answers with, and the one place that maps them to HTTP.
+"""The service's own errors: a stable machine-readable ``code`` and a message that says what to
+do. Nothing here knows HTTP; ``server.api.errors`` is the one place that maps these classes to
+status codes and headers.
 
-Body: ``{"error": {"code": "...", "message": "..."}}``. Bad input is always a 4xx with a reason.
+Rule of thumb for which class to raise: the request is wrong (a field, an id, the body's
+shape) -> ``InvalidRequest``; the request is fine but its content cannot be used (a media file
+that does not decode, a stored item without the asked modality) -> ``MediaRejected`` /
+``Unprocessable``; the service cannot take it now -> ``Busy`` / ``NotReady`` / ``StorageFull``.
 """
 
 from __future__ import annotations
 
-import logging
-from typing import Any
-
-from fastapi import FastAPI, Request
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
-from starlette.exceptions import HTTPException as StarletteHTTPException
-
-from server.backends.base import BackendError
+import errno
+import sqlite3
 
 __all__ = [
-    "MEDIA_STATUS",
-    "ApiError",
-    "BadRequest",
     "Busy",
+    "InvalidRequest",
     "MediaRejected",
     "NotFound",
     "NotReady",
-    "PayloadTooLarge",
+    "RangeNotSatisfiable",
+    "ServiceError",
+    "StorageFull",
+    "TooLarge",
     "Unauthorized",
-    "UnsupportedMediaType",
-    "error_body",
-    "install_error_handlers",
+    "Unprocessable",
+    "UnsupportedType",
+    "UploadTimeout",
+    "is_storage_full",
 ]
 
-log = logging.getLogger("pemt.server")
 
-# pemt.media's MediaError.code -> HTTP status
-MEDIA_STATUS: dict[str, int] = {
-    "not_media": 415,
-    "no_stream": 422,
-    "missing_audio": 422,
-    "missing_video": 422,
-    "empty": 400,
-    "corrupt": 422,
-    "too_long": 413,
-    "too_large": 413,
-    "resolution": 422,
-    "timeout": 422,
-}
+class ServiceError(Exception):
+    """Base class. ``code`` is stable (clients branch on it); ``retry_after_s`` is set when
+    trying again later can succeed."""
 
-
-class ApiError(Exception):
-    status: int = 400
-    code: str = "bad_request"
+    code: str = "error"
+    retry_after_s: int | None = None
 
     def __init__(
-        self,
-        message: str,
-        *,
-        code: str | None = None,
-        status: int | None = None,
-        headers: dict[str, str] | None = None,
+        self, message: str, *, code: str | None = None, retry_after_s: int | None = None
     ) -> None:
         super().__init__(message)
         self.message = message
         if code is not None:
             self.code = code
-        if status is not None:
-            self.status = status
-        self.headers = headers or {}
+        if retry_after_s is not None:
+            self.retry_after_s = retry_after_s
 
 
-class BadRequest(ApiError):
-    status, code = 400, "bad_request"
+class InvalidRequest(ServiceError):
+    """A field, an id or the body itself is wrong; the message names the fix."""
+
+    code = "invalid_request"
 
 
-class Unauthorized(ApiError):
-    status, code = 401, "unauthorized"
+class Unauthorized(ServiceError):
+    code = "unauthorized"
 
 
-class NotFound(ApiError):
-    status, code = 404, "not_found"
+class NotFound(ServiceError):
+    code = "not_found"
 
 
-class PayloadTooLarge(ApiError):
-    status, code = 413, "too_large"
+class UploadTimeout(ServiceError):
+    """The client stopped sending the body, or sent it slower than the minimum rate."""
+
+    code = "upload_timeout"
 
 
-class UnsupportedMediaType(ApiError):
-    status, code = 415, "unsupported_media_type"
+class TooLarge(ServiceError):
+    code = "too_large"
 
 
-class Busy(ApiError):
-    status, code = 429, "busy"
+class UnsupportedType(ServiceError):
+    """The body (or the uploaded file) has a content type the route does not take."""
 
-    def __init__(self, message: str, retry_after_s: int) -> None:
-        super().__init__(message, headers={"Retry-After": str(retry_after_s)})
-
-
-class NotReady(ApiError):
-    status, code = 503, "not_ready"
+    code = "unsupported_media_type"
 
 
-class MediaRejected(ApiError):
-    """A decode failure of the upload, carrying pemt.media's stable code."""
+class RangeNotSatisfiable(ServiceError):
+    """A byte range outside a file of ``size`` bytes."""
+
+    code = "range_not_satisfiable"
+
+    def __init__(self, message: str, size: int) -> None:
+        super().__init__(message)
+        self.size = size
+
+
+class MediaRejected(ServiceError):
+    """The upload does not decode; ``code`` is pemt.media's stable reason (``not_media``,
+    ``corrupt``, ``too_long``, ...)."""
 
     def __init__(self, code: str, message: str) -> None:
-        super().__init__(message, code=code, status=MEDIA_STATUS.get(code, 422))
+        super().__init__(message, code=code)
 
 
-def error_body(code: str, message: str) -> dict[str, Any]:
-    return {"error": {"code": code, "message": message}}
+class Unprocessable(ServiceError):
+    """A well-formed request whose content cannot be used (e.g. an item without the asked
+    modality, an upload with no usable signal)."""
+
+    code = "unprocessable"
 
 
-def _http_code(status: int) -> str:
-    return {
-        400: "bad_request",
-        401: "unauthorized",
-        403: "forbidden",
-        404: "not_found",
-        405: "method_not_allowed",
-        413: "too_large",
-        415: "unsupported_media_type",
-        422: "invalid_request",
-        429: "busy",
-        503: "not_ready",
-    }.get(status, "http_error")
+class Busy(ServiceError):
+    code = "busy"
+
+    def __init__(self, message: str, retry_after_s: int) -> None:
+        super().__init__(message, retry_after_s=retry_after_s)
 
 
-def install_error_handlers(app: FastAPI) -> None:
-    @app.exception_handler(ApiError)
-    async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
-        return JSONResponse(
-            error_body(exc.code, exc.message), status_code=exc.status, headers=exc.headers
+class NotReady(ServiceError):
+    code = "not_ready"
+
+
+class StorageFull(ServiceError):
+    """The data directory has no room: nothing was stored, what was stored before is intact."""
+
+    code = "storage_full"
+    retry_after_s = 60
+
+
+_FULL_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
+
+
+def is_storage_full(exc: BaseException) -> bool:
+    """True for the ways a full disk surfaces: ``OSError`` ENOSPC / EDQUOT / EFBIG, and
+    SQLite's SQLITE_FULL ("database or disk is full")."""
+    if isinstance(exc, OSError):
+        return exc.errno in _FULL_ERRNOS
+    if isinstance(exc, sqlite3.Error):
+        return getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL or (
+            "disk is full" in str(exc)
         )
-
-    @app.exception_handler(RequestValidationError)
-    async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
-        parts = []
-        for err in exc.errors():
-            loc = ".".join(str(p) for p in err.get("loc", ()) if p != "body")
-            parts.append(f"{loc}: {err.get('msg')}" if loc else str(err.get("msg")))
-        msg = "; ".join(parts) or "invalid request"
-        return JSONResponse(error_body("invalid_request", msg), status_code=422)
-
-    @app.exception_handler(StarletteHTTPException)
-    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        return JSONResponse(
-            error_body(_http_code(exc.status_code), str(exc.detail)),
-            status_code=exc.status_code,
-            headers=getattr(exc, "headers", None),
-        )
-
-    @app.exception_handler(BackendError)
-    async def _backend(request: Request, exc: BackendError) -> JSONResponse:
-        log.error("backend failure on %s %s: %s", request.method, request.url.path, exc)
-        return JSONResponse(
-            error_body("backend_unavailable", f"the model backend failed: {exc}; retry shortly"),
-            status_code=503,
-            headers={"Retry-After": "5"},
-        )
-
-    @app.exception_handler(Exception)
-    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
-        log.exception("unhandled error on %s %s", request.method, request.url.path)
-        return JSONResponse(
-            error_body("internal", f"internal error ({type(exc).__name__}); see the server log"),
-            status_code=500,
-        )
+    return False

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import json
+import dataclasses
 import math
 import time
 from dataclasses import dataclass, field
@@ -11,25 +11,50 @@ from typing import Any
 import numpy as np
 
 from server.core.decode import DecodeRequest, WindowInfo
-from server.core.errors import BadRequest, MediaRejected
+from server.core.errors import InvalidRequest, MediaRejected, Unprocessable
 from server.core.state import AppState
 from server.core.uploads import Upload
 
 __all__ = [
     "MODALITIES",
+    "RESERVED_METADATA",
     "Embedded",
+    "check_user_metadata",
     "clip_item_ids",
     "clip_of",
+    "clip_summary",
     "embed_upload",
-    "parse_bool",
-    "parse_float",
-    "parse_int",
-    "parse_json_object",
+    "windowing",
     "query_vector",
+    "window_metadata",
 ]
 
 # search modality -> model output
 MODALITIES = {"fused": "embedding", "audio": "audio_embedding", "visual": "visual_embedding"}
+# metadata keys the service sets on every stored window (a user's metadata may not use them)
+RESERVED_METADATA = ("clip_id", "window", "has_audio", "has_video")
+
+
+def check_user_metadata(metadata: dict[str, Any]) -> None:
+    """Refuse metadata keys the service sets itself (they would be overwritten)."""
+    taken = sorted(k for k in metadata if k in RESERVED_METADATA)
+    if taken:
+        raise InvalidRequest(
+            f"metadata key(s) {', '.join(map(repr, taken))} are set by the service on every "
+            f"window ({', '.join(RESERVED_METADATA)}); use other names for your own values",
+            code="invalid_metadata",
+        )
+
+
+def window_metadata(user: dict[str, Any], clip_id: str, w: WindowInfo) -> dict[str, Any]:
+    """What a stored window's metadata holds: the user's keys plus the service's own."""
+    return {
+        **user,
+        "clip_id": clip_id,
+        "window": w.index,
+        "has_audio": w.has_audio,
+        "has_video": w.has_video,
+    }
 
 
 @dataclass
@@ -40,33 +65,42 @@ class Embedded:
     timings: dict[str, float] = field(default_factory=dict)  # stage -> seconds
 
 
-def window_segments(state: AppState, window: float | None) -> int | None:
+def windowing(state: AppState, window: float | None, stride: float | None) -> int | None:
+    """Check ``window`` and ``stride`` (seconds) against the model; return the window in
+    segments (None: the model's)."""
+    media = state.backend.cfg.media
+    seg = media.segment_seconds
+    if stride is not None:
+        k = stride / seg if math.isfinite(stride) else -1.0
+        max_s = state.settings.max_duration_s
+        if not (0 < stride <= max_s and k >= 1 and abs(k - round(k)) < 1e-6):
+            raise InvalidRequest(
+                f"stride={stride} s must be a positive multiple of {seg:g} s (one segment) and "
+                f"at most {max_s:g} s",
+                code="invalid_stride",
+            )
     if window is None:
         return None
-    media = state.backend.cfg.media
-    n = window / media.segment_seconds
+    n = window / seg
     if not math.isfinite(n) or abs(n - round(n)) > 1e-6 or not 1 <= round(n) <= media.num_segments:
-        raise BadRequest(
-            f"window={window} s must be a whole number of {media.segment_seconds:g}-s segments "
-            f"between {media.segment_seconds:g} and {media.window_seconds:g} s (the model's window)",
+        raise InvalidRequest(
+            f"window={window} s must be a whole number of {seg:g}-s segments "
+            f"between {seg:g} and {media.window_seconds:g} s (the model's window)",
             code="invalid_window",
         )
     return round(n)
 
 
 async def embed_upload(
-    state: AppState, upload: Upload, *, window: float | None = None, stride: float | None = None
+    state: AppState,
+    upload: Upload,
+    *,
+    window_segments: int | None = None,
+    stride: float | None = None,
 ) -> Embedded:
+    """Decode the upload (child process) and run the model on its windows. ``window_segments``
+    and ``stride`` as ``windowing`` returned and checked them."""
     s = state.settings
-    seg = state.backend.cfg.media.segment_seconds
-    if stride is not None:
-        k = stride / seg if math.isfinite(stride) else -1.0
-        if not (0 < stride <= s.max_duration_s and k >= 1 and abs(k - round(k)) < 1e-6):
-            raise BadRequest(
-                f"stride={stride} s must be a positive multiple of {seg:g} s (one segment) and "
-                f"at most {s.max_duration_s:g} s",
-                code="invalid_stride",
-            )
     assert upload.path is not None
     if upload.size == 0:
         state.metrics.media_errors.labels("empty").inc()
@@ -74,7 +108,7 @@ async def embed_upload(
     req = DecodeRequest(
         path=str(upload.path),
         media=state.backend.cfg.media,
-        window_segments=window_segments(state, window),
+        window_segments=window_segments,
         stride_s=stride,
         max_bytes=s.max_upload_bytes,
         max_duration_s=s.max_duration_s,
@@ -111,6 +145,52 @@ def clip_item_ids(index: Any, clip_id: str) -> list[str]:
             return ids
 
 
+def clip_summary(
+    index: Any, clip_id: str, *, with_vectors: bool = False
+) -> tuple[Any, list[str]] | None:
+    """A clip as one item (``server.index.Item``) built from its windows, and the windows'
+    ids; None when no window has this clip id. Blocking.
+
+    ``start``/``end`` span the windows, ``modalities`` and ``has_thumbnail`` are their union,
+    metadata is the user's plus ``clip_id``, ``has_audio``, ``has_video`` (any window);
+    ``vectors`` (on request) per modality the normalized mean of the windows' vectors, the
+    same query an upload of the clip gives."""
+    ids = clip_item_ids(index, clip_id)
+    items = [it for it in (index.get(i, with_vectors=with_vectors) for i in ids) if it]
+    if not items:
+        return None
+    meta = {k: v for k, v in items[0].metadata.items() if k not in RESERVED_METADATA}
+    meta["clip_id"] = clip_id
+    meta["has_audio"] = any(it.metadata.get("has_audio") for it in items)
+    meta["has_video"] = any(it.metadata.get("has_video") for it in items)
+    order = {m: i for i, m in enumerate(MODALITIES)}
+    modalities = sorted({m for it in items for m in it.modalities}, key=lambda m: order.get(m, 9))
+    vectors = None
+    if with_vectors:
+        vectors = {}
+        for m in modalities:
+            v = np.mean([it.vectors[m] for it in items if m in (it.vectors or {})], axis=0)
+            n = float(np.linalg.norm(v))
+            if math.isfinite(n) and n > 0:
+                vectors[m] = (v / n).astype(np.float32)
+    starts = [it.start for it in items if it.start is not None]
+    ends = [it.end for it in items if it.end is not None]
+    summary = dataclasses.replace(
+        items[0],
+        id=clip_id,
+        clip_id=clip_id,
+        start=min(starts) if starts else None,
+        end=max(ends) if ends else None,
+        metadata=meta,
+        modalities=tuple(modalities),
+        has_thumbnail=any(it.has_thumbnail for it in items),
+        created_at=min(it.created_at for it in items),
+        updated_at=max(it.updated_at for it in items),
+        vectors=vectors,
+    )
+    return summary, [it.id for it in items]
+
+
 def clip_of(index: Any, item_id: str) -> str | None:
     """The clip an id names: a stored item's clip (itself if it has none), or a clip id that
     has windows; None if neither. Blocking."""
@@ -125,73 +205,9 @@ def query_vector(emb: Embedded, modality: str) -> np.ndarray:
     v = emb.vectors[modality].mean(axis=0)
     n = float(np.linalg.norm(v))
     if not math.isfinite(n) or n == 0:
-        raise BadRequest(
-            f"the upload has no usable {modality} signal to search with", code="no_signal"
+        raise Unprocessable(
+            f"the upload has no usable {modality} signal to search with; use another modality "
+            "or another file",
+            code="no_signal",
         )
     return (v / n).astype(np.float32)
-
-
-# --- form fields ------------------------------------------------------------------------------
-
-
-def parse_json_object(fields: dict[str, str], name: str) -> dict[str, Any] | None:
-    raw = fields.get(name)
-    if raw is None or raw.strip() == "":
-        return None
-    try:
-        value = json.loads(raw)
-    except json.JSONDecodeError as e:
-        raise BadRequest(
-            f"form field {name!r} is not valid JSON ({e.msg}); send a JSON object",
-            code="invalid_request",
-        ) from None
-    if not isinstance(value, dict):
-        raise BadRequest(
-            f"form field {name!r} must be a JSON object, got {type(value).__name__}",
-            code="invalid_request",
-        )
-    return value
-
-
-def parse_float(fields: dict[str, str], name: str) -> float | None:
-    raw = fields.get(name)
-    if raw is None or raw.strip() == "":
-        return None
-    try:
-        v = float(raw)
-    except ValueError:
-        raise BadRequest(
-            f"form field {name!r} must be a number of seconds, got {raw!r}", code="invalid_request"
-        ) from None
-    if not math.isfinite(v):
-        raise BadRequest(f"form field {name!r} must be finite", code="invalid_request")
-    return v
-
-
-def parse_int(fields: dict[str, str], name: str, default: int, lo: int, hi: int) -> int:
-    raw = fields.get(name)
-    if raw is None or raw.strip() == "":
-        return default
-    try:
-        v = int(raw)
-    except ValueError:
-        raise BadRequest(
-            f"form field {name!r} must be an integer, got {raw!r}", code="invalid_request"
-        ) from None
-    if not lo <= v <= hi:
-        raise BadRequest(f"form field {name!r}={v} must be in {lo}..{hi}", code="invalid_request")
-    return v
-
-
-def parse_bool(fields: dict[str, str], name: str, default: bool) -> bool:
-    raw = fields.get(name)
-    if raw is None or raw.strip() == "":
-        return default
-    v = raw.strip().lower()
-    if v in ("1", "true", "yes", "on"):
-        return True
-    if v in ("0", "false", "no", "off"):
-        return False
-    raise BadRequest(
-        f"form field {name!r} must be true or false, got {raw!r}", code="invalid_request"
-    )

@@ -12,9 +12,10 @@ from typing import Any, TypeVar
 from server.backends import Backend
 from server.core.config import Settings
 from server.core.decode import DecodePool
-from server.core.errors import Busy
+from server.core.errors import Busy, StorageFull, is_storage_full
 from server.core.media import MediaStore
 from server.core.metrics import Metrics
+from server.core.uploads import ReadLimits
 
 __all__ = ["AppState", "JobLimiter"]
 
@@ -87,6 +88,21 @@ class AppState:
     )
     started: bool = False
 
+    @property
+    def read_limits(self) -> ReadLimits:
+        s = self.settings
+        return ReadLimits(idle_s=s.upload_idle_timeout_s, min_rate=s.upload_min_rate)
+
     async def run_index(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """Run a blocking index call in the index pool. A write that finds the disk full
+        (SQLite's SQLITE_FULL, ENOSPC) rolled back and raises ``StorageFull``."""
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self.index_pool, lambda: fn(*args, **kwargs))
+        try:
+            return await loop.run_in_executor(self.index_pool, lambda: fn(*args, **kwargs))
+        except Exception as e:
+            if is_storage_full(e):
+                raise StorageFull(
+                    f"the index could not be written: the server's data directory is full ({e}); "
+                    "nothing was stored, try again later (the operator must free space)"
+                ) from e
+            raise

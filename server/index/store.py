@@ -578,7 +578,10 @@ class VectorIndex:
             map(len, removed.values())
         )
         if self.snapshot_every and self._changes_since_snapshot >= self.snapshot_every:
-            self.snapshot()
+            try:
+                self.snapshot()
+            except OSError:  # the change is committed; the snapshot is only a cache (disk full?)
+                log.exception("snapshot after a write failed; the next one will retry")
 
     def upsert_many(self, records: Iterable[Record]) -> list[str]:
         """Insert or replace many items in ONE transaction; return their ids.

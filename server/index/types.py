@@ -7,30 +7,22 @@ from __future__ import annotations
 
 import json
 import math
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:#-]{0,127}$")
+# re-exported: the index checks ids by the service's one rule (server.core.ids)
+from server.core.ids import ID_PATTERN as ID_PATTERN
+from server.core.ids import validate_id as validate_id
+
 DEFAULT_MODALITIES: tuple[str, ...] = ("fused", "audio", "visual")
 MAX_METADATA_BYTES = 64 * 1024
 MAX_THUMBNAIL_BYTES = 1024 * 1024
 MAX_K = 1000
 
 Scalar = str | int | float | bool | None
-
-
-def validate_id(value: object, what: str = "id") -> str:
-    """Return ``value`` if it is a valid item id, else raise ``ValueError`` saying the rule."""
-    if not isinstance(value, str) or not ID_PATTERN.match(value):
-        raise ValueError(
-            f"invalid {what} {value!r}: use 1-128 characters from A-Z a-z 0-9 . _ : # -, "
-            "starting with a letter or digit"
-        )
-    return value
 
 
 def canonical_value(value: object) -> str:

@@ -118,6 +118,8 @@ const PLAIN = {
   internal: ["Something went wrong on the server.", "Try again. If it keeps happening, tell the administrator."],
   backend_unavailable: ["The embedding model isn't available right now.", "The server is running but its model backend is down. Try again in a minute, or ask the administrator."],
   not_ready: ["The server is still starting up.", "Try again in a moment."],
+  storage_full: ["The server has no room to store this video.", "Try again later. If it keeps happening, tell the administrator: the server's disk is full."],
+  upload_timeout: ["The upload was too slow and the server stopped waiting.", "Check your connection and try again."],
   unavailable: ["The server can't handle requests right now.", "Try again in a minute, or ask the administrator."],
   index_empty: ["The index is empty.", "Add some videos first: tick “Add this video to the index” and search."],
   no_labels: ["No clip in the index has a label yet.", "Add videos with a label to get predictions."],
@@ -126,6 +128,7 @@ const PLAIN = {
 const BY_STATUS = {
   400: ["The server couldn't use this request.", "Check the file and the options, then try again."],
   404: ["The server doesn't know this address.", "The page and the server may be different versions. Reload the page."],
+  408: PLAIN.upload_timeout,
   413: PLAIN.too_large,
   415: PLAIN.not_media,
   422: ["Some of the options aren't valid.", "Check the number of results and the label, then try again."],
@@ -134,6 +137,7 @@ const BY_STATUS = {
   502: ["The server can't be reached through the proxy.", "Try again in a minute, or ask the administrator."],
   503: PLAIN.unavailable,
   504: ["The server took too long to answer.", "Try a shorter video, or try again later."],
+  507: PLAIN.storage_full,
 };
 
 class ApiError extends Error {

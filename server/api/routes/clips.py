@@ -9,33 +9,43 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import FileResponse, Response
-from starlette.responses import MalformedRangeHeader, RangeNotSatisfiable
+from pydantic import AfterValidator
+from starlette import responses as starlette_responses
 
 from server.api import convert, schemas
-from server.api.deps import ClipId, State, require_api_key, validate_item_id
-from server.core.errors import ApiError, NotFound
-from server.core.pipeline import clip_of
+from server.api.deps import ClipId, State, require_api_key
+from server.api.errors import error_responses
+from server.core.errors import NotFound, RangeNotSatisfiable
+from server.core.ids import CLIP_ID_REGEX, MAX_ID_LENGTH, validate_clip_id
+from server.core.media import CONTENT_TYPES
+from server.core.pipeline import clip_item_ids, clip_of, clip_summary
 
 router = APIRouter(prefix="/clips", tags=["clips"], dependencies=[Depends(require_api_key)])
 
 
-@router.get("", response_model=schemas.ClipPage, summary="List stored items, oldest first")
+@router.get(
+    "",
+    operation_id="list_clips",
+    response_model=schemas.ClipPage,
+    responses=error_responses(400, 401, 503),
+    summary="List stored items by id",
+)
 async def list_clips(
     state: State,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=schemas.MAX_OFFSET)] = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     clip_id: Annotated[
-        str | None, Query(max_length=128, description="only this clip's windows")
+        str | None,
+        Query(
+            description="only this clip's windows",
+            json_schema_extra={"pattern": CLIP_ID_REGEX, "maxLength": MAX_ID_LENGTH},
+        ),
+        AfterValidator(lambda v: v if v is None else validate_clip_id(v, "clip_id")),
     ] = None,
 ) -> schemas.ClipPage:
-    if clip_id is not None:
-        validate_item_id(clip_id, "clip_id")
-
     def _page() -> tuple[list[Any], int]:
         items = state.index.list(offset, limit, clip_id=clip_id)
-        total = (
-            len(state.index.list(0, 10_000, clip_id=clip_id)) if clip_id else state.index.count()
-        )
+        total = len(clip_item_ids(state.index, clip_id)) if clip_id else state.index.count()
         return items, total
 
     items, total = await state.run_index(_page)
@@ -44,22 +54,40 @@ async def list_clips(
     )
 
 
-@router.get("/{id}", response_model=schemas.Clip, summary="One stored item (vectors on request)")
+@router.get(
+    "/{id}",
+    operation_id="get_clip",
+    response_model=schemas.Clip,
+    responses=error_responses(400, 401, 404, 503),
+    summary="One stored item, or a whole clip by its clip id (vectors on request)",
+)
 async def get_clip(
     id: ClipId,
     state: State,
     vectors: Annotated[bool, Query(description="include the stored vectors")] = False,
 ) -> schemas.Clip:
-    item = await state.run_index(state.index.get, id, with_vectors=vectors)
-    if item is None:
-        raise NotFound(f"no item with id {id!r}; list ids with GET /clips")
-    return convert.clip(item)
+    """An item id gives that item. A clip id of several windows gives the clip: its time
+    span, the union of its modalities, its metadata without ``window``, ``windows`` (the
+    items' ids), and as vectors the normalized mean of its windows' vectors."""
+
+    def _find() -> tuple[Any, list[str] | None] | None:
+        item = state.index.get(id, with_vectors=vectors)
+        if item is not None:
+            return item, None
+        return clip_summary(state.index, id, with_vectors=vectors)
+
+    found = await state.run_index(_find)
+    if found is None:
+        raise NotFound(f"no item or clip with id {id!r}; list ids with GET /clips")
+    return convert.clip(found[0], windows=found[1])
 
 
 @router.delete(
     "/{id}",
+    operation_id="delete_clip",
     response_model=schemas.Deleted,
-    summary="Delete an item; a clip id also deletes all its windows",
+    responses=error_responses(400, 401, 404, 503, 507),
+    summary="Delete an item; a clip id deletes all its windows",
 )
 async def delete_clip(id: ClipId, state: State) -> schemas.Deleted:
     def _delete() -> int:
@@ -78,21 +106,30 @@ async def delete_clip(id: ClipId, state: State) -> schemas.Deleted:
 
 @router.get(
     "/{id}/thumbnail",
+    operation_id="get_thumbnail",
     response_class=Response,
-    summary="The window's middle frame (JPEG)",
-    responses={200: {"content": {"image/jpeg": {}}}},
+    summary="The window's middle frame (JPEG); for a clip id, its first window's",
+    responses={
+        200: {"content": {"image/jpeg": {"schema": {"type": "string", "format": "binary"}}}},
+        **error_responses(400, 401, 404, 503),
+    },
 )
 async def thumbnail(id: ClipId, state: State) -> Response:
-    data = await state.run_index(state.index.thumbnail, id)
+    def _find() -> bytes | None:
+        data = state.index.thumbnail(id)
+        if data is None and state.index.get(id) is None:  # a clip id: its first thumbnail
+            for window in clip_item_ids(state.index, id):
+                data = state.index.thumbnail(window)
+                if data is not None:
+                    break
+        return data
+
+    data = await state.run_index(_find)
     if data is None:
         raise NotFound(f"no thumbnail for {id!r} (unknown id, or a clip without video)")
     return Response(
         content=data, media_type="image/jpeg", headers={"Cache-Control": "private, max-age=60"}
     )
-
-
-class RangeNotSatisfiableError(ApiError):
-    status, code = 416, "range_not_satisfiable"
 
 
 def _check_range(request: Request, size: int) -> None:
@@ -103,23 +140,27 @@ def _check_range(request: Request, size: int) -> None:
         return
     try:
         FileResponse._parse_range_header(header, size)
-    except (MalformedRangeHeader, RangeNotSatisfiable):
-        raise RangeNotSatisfiableError(
+    except (starlette_responses.MalformedRangeHeader, starlette_responses.RangeNotSatisfiable):
+        raise RangeNotSatisfiable(
             f"Range {header[:100]!r} does not fit the file of {size} bytes; "
             "ask for bytes=start-end with start < size",
-            headers={"Content-Range": f"bytes */{size}"},
+            size,
         ) from None
+
+
+_FILE = {"schema": {"type": "string", "format": "binary"}}
+_MEDIA_TYPES = {t: _FILE for t in sorted(set(CONTENT_TYPES.values()))}
 
 
 @router.get(
     "/{id}/media",
+    operation_id="get_media",
     response_class=FileResponse,
     summary="The kept source video of an item's clip (HTTP ranges: 206, 416)",
     responses={
-        200: {"content": {"video/mp4": {}, "video/webm": {}, "application/octet-stream": {}}},
-        206: {"description": "the requested byte range"},
-        404: {"description": "unknown id, or the source is not kept (PEMT_KEEP_MEDIA=false)"},
-        416: {"description": "a Range outside the file"},
+        200: {"content": _MEDIA_TYPES},
+        206: {"description": "the requested byte range", "content": _MEDIA_TYPES},
+        **error_responses(400, 401, 404, 416, 503),
     },
 )
 async def media(id: ClipId, state: State, request: Request) -> FileResponse:

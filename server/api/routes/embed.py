@@ -11,16 +11,21 @@ from typing import Any
 from fastapi import APIRouter, Depends, Request
 
 from server.api import schemas
-from server.api.deps import State, job_slot, require_api_key, validate_item_id
-from server.core.errors import BadRequest
+from server.api.deps import State, job_slot, require_api_key
+from server.api.errors import error_responses
+from server.api.forms import parse_form
+from server.core.decode import WindowInfo
+from server.core.errors import InvalidRequest
+from server.core.ids import window_id
 from server.core.media import MediaStore, choose_suffix
 from server.core.pipeline import (
     MODALITIES,
+    Embedded,
+    check_user_metadata,
     clip_item_ids,
     embed_upload,
-    parse_bool,
-    parse_float,
-    parse_json_object,
+    window_metadata,
+    windowing,
 )
 from server.core.uploads import receive_upload
 
@@ -64,109 +69,82 @@ def _store_windows(index: Any, clip_id: str, records: list[Any]) -> None:
 
 router = APIRouter(tags=["embed"], dependencies=[Depends(require_api_key)])
 
-_FORM: dict[str, dict[str, Any]] = {
-    "id": {
-        "type": "string",
-        "description": "clip id (generated when omitted); windows get '{id}#w{i}'",
-    },
-    "metadata": {"type": "string", "description": "JSON object stored with every window"},
-    "store": {"type": "boolean", "default": True, "description": "add the windows to the index"},
-    "window": {
-        "type": "number",
-        "description": "seconds of real content per window (<= the model's)",
-    },
-    "stride": {
-        "type": "number",
-        "description": "seconds between window starts (default: half a window)",
-    },
-}
+EMBED_ERRORS = error_responses(400, 401, 408, 413, 415, 422, 429, 503, 507)
 
 
 @router.post(
     "/embed",
+    operation_id="embed",
     response_model=schemas.EmbedResponse,
-    openapi_extra=schemas.multipart_body(_FORM),
+    responses=EMBED_ERRORS,
+    openapi_extra=schemas.multipart_body(schemas.EmbedForm, ("metadata",)),
     summary="Embed an uploaded video (one item per window)",
 )
 async def embed(request: Request, state: State) -> schemas.EmbedResponse:
+    """The body is read (time- and size-limited) and its fields checked before a job slot is
+    taken; decoding, the model and the index write run in the slot."""
     t0 = time.perf_counter()
-    async with job_slot(request, state):
-        return await _embed(request, state, t0)
-
-
-async def _embed(request: Request, state: State, t0: float) -> schemas.EmbedResponse:
     staged: list[Path] = []
     try:
-        return await _embed_upload(request, state, t0, staged)
+        return await _embed(request, state, t0, staged)
     finally:
         for path in staged:  # not committed: the request failed or was cancelled
             state.media.discard(path)
 
 
-async def _embed_upload(
+async def _embed(
     request: Request, state: State, t0: float, staged: list[Path]
 ) -> schemas.EmbedResponse:
     from server.index.types import Record, validate_metadata
 
     s = state.settings
-    async with receive_upload(request, s.data_dir / "uploads", s.max_upload_bytes) as up:
-        f = up.fields
-        clip_id = f.get("id") or uuid.uuid4().hex
-        validate_item_id(clip_id)
-        if "#" in clip_id:
-            raise BadRequest(
-                f"id {clip_id!r} must not contain '#': window ids are '{{id}}#w{{i}}'",
-                code="invalid_id",
-            )
-        meta = parse_json_object(f, "metadata") or {}
+    async with receive_upload(
+        request,
+        s.data_dir / "uploads",
+        s.max_upload_bytes,
+        state.read_limits,
+        min_free=s.min_free_bytes,
+    ) as up:
+        form = parse_form(up.fields, schemas.EmbedForm, ("metadata",))
+        clip_id = form.id or uuid.uuid4().hex
+        meta = form.metadata or {}
+        check_user_metadata(meta)
         try:
             meta, _ = validate_metadata(meta)
         except ValueError as e:
-            raise BadRequest(str(e), code="invalid_metadata") from None
-        store = parse_bool(f, "store", True)
-        window, stride = parse_float(f, "window"), parse_float(f, "stride")
+            raise InvalidRequest(str(e), code="invalid_metadata") from None
+        window_segments = windowing(state, form.window, form.stride)
         state.metrics.observe_stage("upload", up.seconds)
-        emb = await embed_upload(state, up, window=window, stride=stride)
-        if store and s.keep_media:
-            assert up.path is not None
-            # a rename into data_dir/media while the upload is still ours (no copy)
-            suffix = choose_suffix(up.path, up.filename, up.content_type)
-            staged.append(state.media.stage(up.path, suffix))
-            up.path = None  # moved: receive_upload has no temp file left to delete
-    multi = len(emb.windows) > 1
-    ids = [f"{clip_id}#w{w.index}" if multi else clip_id for w in emb.windows]
-    t_index = 0.0
-    if store:
-        records = []
-        for i, (item_id, w) in enumerate(zip(ids, emb.windows, strict=True)):
-            vectors = {"fused": emb.vectors["fused"][i]}
-            if w.has_audio:
-                vectors["audio"] = emb.vectors["audio"][i]
-            if w.has_video:
-                vectors["visual"] = emb.vectors["visual"][i]
-            records.append(
-                Record(
-                    id=item_id,
-                    vectors=vectors,
-                    clip_id=clip_id,
-                    start=w.start,
-                    end=w.end,
-                    thumbnail=emb.thumbnails[i],
-                    metadata={
-                        **meta,
-                        "clip_id": clip_id,
-                        "window": w.index,
-                        "has_audio": w.has_audio,
-                        "has_video": w.has_video,
-                    },
-                )
-            )
-        ti = time.perf_counter()
-        keep = staged[0] if staged else None
-        await state.run_index(store_clip, state.index, clip_id, records, state.media, keep)
-        staged.clear()
-        t_index = time.perf_counter() - ti
-        state.metrics.observe_stage("index", t_index)
+        async with job_slot(state):
+            emb = await embed_upload(state, up, window_segments=window_segments, stride=form.stride)
+            if form.store and s.keep_media:
+                assert up.path is not None
+                # a rename into data_dir/media while the upload is still ours (no copy)
+                suffix = choose_suffix(up.path, up.filename, up.content_type)
+                staged.append(state.media.stage(up.path, suffix))
+                up.path = None  # moved: receive_upload has no temp file left to delete
+            n = len(emb.windows)
+            ids = [window_id(clip_id, w.index, n) for w in emb.windows]
+            t_index = 0.0
+            if form.store:
+                records = [
+                    Record(
+                        id=item_id,
+                        vectors=_vectors(emb, i, w),
+                        clip_id=clip_id,
+                        start=w.start,
+                        end=w.end,
+                        thumbnail=emb.thumbnails[i],
+                        metadata=window_metadata(meta, clip_id, w),
+                    )
+                    for i, (item_id, w) in enumerate(zip(ids, emb.windows, strict=True))
+                ]
+                ti = time.perf_counter()
+                keep = staged[0] if staged else None
+                await state.run_index(store_clip, state.index, clip_id, records, state.media, keep)
+                staged.clear()
+                t_index = time.perf_counter() - ti
+                state.metrics.observe_stage("index", t_index)
     fused = emb.vectors[next(iter(MODALITIES))]
     items = [
         schemas.EmbedItem(
@@ -185,5 +163,16 @@ async def _embed_upload(
     state.metrics.observe_stage("total", total)
     timings = {"upload": up.seconds, **emb.timings, "index": t_index, "total": total}
     return schemas.EmbedResponse(
-        items=items, stored=store, timings_ms={k: round(v * 1000, 2) for k, v in timings.items()}
+        items=items,
+        stored=form.store,
+        timings_ms={k: round(v * 1000, 2) for k, v in timings.items()},
     )
+
+
+def _vectors(emb: Embedded, i: int, w: WindowInfo) -> dict[str, Any]:
+    vectors = {"fused": emb.vectors["fused"][i]}
+    if w.has_audio:
+        vectors["audio"] = emb.vectors["audio"][i]
+    if w.has_video:
+        vectors["visual"] = emb.vectors["visual"][i]
+    return vectors

@@ -7,44 +7,57 @@ from typing import Any
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 
+from server.api import schemas
 from server.api.deps import State, require_api_key
-from server.core.errors import error_body
+from server.api.errors import error_body, error_responses
+from server.core.uploads import free_bytes
 
 router = APIRouter(tags=["health"])
 
 
-@router.get("/healthz", summary="The process is up")
-async def healthz() -> dict[str, str]:
-    return {"status": "ok"}
+@router.get("/healthz", operation_id="healthz", summary="The process is up")
+async def healthz() -> schemas.Health:
+    return schemas.Health(status="ok")
 
 
-@router.get("/readyz", summary="Backend and index are ready (503 otherwise)")
-async def readyz(request: Request) -> JSONResponse:
+@router.get(
+    "/readyz",
+    operation_id="readyz",
+    response_model=schemas.Ready,
+    responses=error_responses(503),
+    summary="Backend and index are ready and the data directory has room (503 otherwise)",
+)
+async def readyz(request: Request) -> Any:
     state = getattr(request.state, "pemt", None)
     if state is None or not state.started:
         return JSONResponse(error_body("not_ready", "starting or stopping"), status_code=503)
+    what = []
     check = getattr(state.backend, "check_ready", None)
-    backend_ok = await check() if check is not None else state.backend.ready()
+    if not (await check() if check is not None else state.backend.ready()):
+        what.append(f"backend {state.backend.name} is not ready")
+    count = None
     try:
         count = await state.run_index(state.index.count)
-        index_ok = True
     except Exception as e:
-        count, index_ok = None, False
-        index_err = str(e)
-    if not (backend_ok and index_ok):
-        what = []
-        if not backend_ok:
-            what.append(f"backend {state.backend.name} is not ready")
-        if not index_ok:
-            what.append(f"index failed: {index_err}")
+        what.append(f"index failed: {e}")
+    data_dir = state.settings.data_dir
+    free = free_bytes(data_dir)
+    if free < state.settings.min_free_bytes:
+        what.append(
+            f"the data directory {data_dir} has {free} bytes free, under "
+            f"PEMT_MIN_FREE_BYTES={state.settings.min_free_bytes}; free space there"
+        )
+    if what:
         return JSONResponse(error_body("not_ready", "; ".join(what)), status_code=503)
-    return JSONResponse({"status": "ready", "backend": state.backend.name, "count": count})
+    return schemas.Ready(status="ready", backend=state.backend.name, count=count or 0)
 
 
 @router.get(
     "/info",
+    operation_id="info",
     summary="Item count, backend, model and settings",
     dependencies=[Depends(require_api_key)],
+    responses=error_responses(401, 503),
 )
 async def info(state: State) -> dict[str, Any]:
     count = await state.run_index(state.index.count)
@@ -61,4 +74,5 @@ async def info(state: State) -> dict[str, Any]:
         },
         "config": state.settings.public(),
         "jobs": {"limit": state.jobs.limit, "in_flight": state.jobs.in_flight},
+        "data_dir_free_bytes": free_bytes(state.settings.data_dir),
     }

@@ -10,7 +10,13 @@ from server.core.metrics import CONTENT_TYPE, Metrics
 router = APIRouter(tags=["health"])
 
 
-@router.get("/metrics", response_class=Response, summary="Prometheus metrics")
+@router.get(
+    "/metrics",
+    operation_id="metrics",
+    response_class=Response,
+    summary="Prometheus metrics",
+    responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}}},
+)
 async def metrics(request: Request) -> Response:
     m: Metrics = request.app.state.metrics
     state = getattr(request.state, "pemt", None)

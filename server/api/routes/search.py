@@ -1,61 +1,32 @@
-"""POST /search: nearest stored items to an upload, a stored item, or a vector."""
+"""POST /search: nearest stored items to an upload, a stored item or clip, or a vector."""
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 from fastapi import APIRouter, Depends, Request
-from pydantic import BaseModel, ValidationError
 
 from server.api import convert, schemas
-from server.api.deps import State, job_slot, require_api_key, validate_item_id
-from server.core.errors import BadRequest, NotFound, UnsupportedMediaType
+from server.api.deps import State, job_slot, require_api_key
+from server.api.errors import error_responses
+from server.api.forms import parse_form, read_json
+from server.core.errors import InvalidRequest, NotFound, Unprocessable
 from server.core.pipeline import (
     clip_item_ids,
+    clip_summary,
     embed_upload,
-    parse_float,
-    parse_int,
-    parse_json_object,
     query_vector,
+    windowing,
 )
 from server.core.state import AppState
 from server.core.uploads import is_multipart, receive_upload
 
 router = APIRouter(tags=["search"], dependencies=[Depends(require_api_key)])
 
-_FORM: dict[str, dict[str, Any]] = {
-    "k": {"type": "integer", "default": 10},
-    "filter": {"type": "string", "description": "JSON object: metadata key -> value"},
-    "modality": {"type": "string", "enum": ["fused", "audio", "visual"], "default": "fused"},
-    "window": {"type": "number"},
-    "stride": {"type": "number"},
-}
-
-
-async def read_json(request: Request, model: type[BaseModel]) -> Any:
-    ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if ctype != "application/json":
-        raise UnsupportedMediaType(
-            f"send application/json with 'id' or 'vector', or multipart/form-data with 'file'; got {ctype or 'no content type'!r}"
-        )
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > 4 * 1024 * 1024:
-        raise BadRequest("JSON body larger than 4 MiB", code="too_large", status=413)
-    body = await request.body()
-    if len(body) > 4 * 1024 * 1024:
-        raise BadRequest("JSON body larger than 4 MiB", code="too_large", status=413)
-    try:
-        return model.model_validate_json(body)
-    except ValidationError as e:
-        parts = []
-        for err in e.errors():
-            loc = ".".join(str(p) for p in err.get("loc", ()))
-            parts.append(f"{loc}: {err['msg']}" if loc else err["msg"])
-        raise BadRequest("; ".join(parts), code="invalid_request", status=422) from None
+QUERY_ERRORS = error_responses(400, 401, 404, 408, 413, 415, 422, 429, 503, 507)
 
 
 @dataclass
@@ -69,93 +40,96 @@ class Query:
     filter: dict[str, Any] | None
     excluded: tuple[str, ...]
     timings: dict[str, float]
+    label_key: str = "label"
 
 
 async def resolve_query(
-    request: Request, state: AppState, model: type[schemas._Query]
-) -> tuple[Query, Any]:
+    request: Request,
+    state: AppState,
+    json_model: type[schemas.SearchRequest | schemas.ClassifyRequest],
+    form_model: type[schemas.SearchForm | schemas.ClassifyForm],
+) -> Query:
     """From a multipart upload (embedded now, not stored) or a JSON body."""
     s = state.settings
     if is_multipart(request):
-        async with (
-            job_slot(request, state),
-            receive_upload(request, s.data_dir / "uploads", s.max_upload_bytes) as up,
-        ):
-            f = up.fields
-            modality = f.get("modality") or "fused"
-            if modality not in ("fused", "audio", "visual"):
-                raise BadRequest(
-                    f"modality={modality!r} is not one of fused, audio, visual",
-                    code="invalid_request",
-                    status=422,
+        async with receive_upload(
+            request,
+            s.data_dir / "uploads",
+            s.max_upload_bytes,
+            state.read_limits,
+            min_free=s.min_free_bytes,
+        ) as up:
+            form = parse_form(up.fields, form_model, ("filter",))
+            _check_k(form.k, s.max_k)
+            window_segments = windowing(state, form.window, form.stride)
+            async with job_slot(state):
+                emb = await embed_upload(
+                    state, up, window_segments=window_segments, stride=form.stride
                 )
-            k = parse_int(f, "k", min(s.default_k, s.max_k), 1, s.max_k)
-            flt = parse_json_object(f, "filter")
-            extra = {key: f[key] for key in f if key in ("label_key",)}
-            emb = await embed_upload(
-                state, up, window=parse_float(f, "window"), stride=parse_float(f, "stride")
-            )
-            vec = query_vector(emb, modality)
+            vec = query_vector(emb, form.modality)
             timings = {"upload": up.seconds, **emb.timings}
-        return Query(vec, modality, k, flt, (), timings), extra
-    req = await read_json(request, model)
-    if req.k > s.max_k:
-        raise BadRequest(
-            f"k={req.k} exceeds PEMT_MAX_K={s.max_k}", code="invalid_request", status=422
-        )
+        label_key = getattr(form, "label_key", "label")
+        return Query(vec, form.modality, form.k, form.filter, (), timings, label_key)
+    req = await read_json(request, json_model, state.read_limits)
+    _check_k(req.k, s.max_k)
+    label_key = getattr(req, "label_key", "label")
     if req.id is not None:
-        item_id = validate_item_id(req.id)
-
-        def _item() -> tuple[Any, tuple[str, ...]]:
-            item = state.index.get(item_id, with_vectors=True)
-            if item is None or not item.clip_id:
-                return item, (item_id,)
-            return item, (item_id, *clip_item_ids(state.index, item.clip_id))
-
-        item, excluded = await state.run_index(_item)
-        if item is None:
-            raise NotFound(f"no item with id {item_id!r}; list ids with GET /clips")
-        stored = (item.vectors or {}).get(req.modality)
-        if stored is None:
-            raise BadRequest(
-                f"item {item_id!r} has no {req.modality} vector (the clip lacks that stream); "
-                f"use one of {list(item.modalities)}",
-                code="no_modality",
-                status=422,
-            )
-        return Query(
-            np.asarray(stored, np.float32), req.modality, req.k, req.filter, excluded, {}
-        ), req
+        vec, excluded = await _stored_query(state, req.id, req.modality)
+        return Query(vec, req.modality, req.k, req.filter, excluded, {}, label_key)
     from server.index.types import as_vector
 
     try:
         vec = as_vector(req.vector, state.backend.cfg.embed_dim, "vector")
     except ValueError as e:
-        raise BadRequest(str(e), code="invalid_vector", status=422) from None
-    return Query(vec, req.modality, req.k, req.filter, (), {}), req
+        raise InvalidRequest(str(e), code="invalid_vector") from None
+    return Query(vec, req.modality, req.k, req.filter, (), {}, label_key)
 
 
-def _filter(flt: dict[str, Any] | None) -> Any:
-    if flt is None:
-        return None
-    try:
-        json.dumps(flt)
-    except (TypeError, ValueError):
-        raise BadRequest(
-            "filter must be a JSON object of key -> scalar", code="invalid_filter"
-        ) from None
-    return flt
+def _check_k(k: int, max_k: int) -> None:
+    if k > max_k:
+        raise InvalidRequest(f"k={k} exceeds this server's PEMT_MAX_K={max_k}; ask for fewer")
+
+
+async def _stored_query(
+    state: AppState, id: str, modality: str
+) -> tuple[np.ndarray, tuple[str, ...]]:
+    """The query vector of a stored item, or of a clip id (the normalized mean of its windows,
+    as an upload of the clip gives), and the ids to leave out: every window of the clip."""
+
+    def _find() -> tuple[Any, tuple[str, ...]] | None:
+        item = state.index.get(id, with_vectors=True)
+        if item is not None:
+            if not item.clip_id:
+                return item, (id,)
+            return item, (id, *clip_item_ids(state.index, item.clip_id))
+        found = clip_summary(state.index, id, with_vectors=True)
+        return None if found is None else (found[0], tuple(found[1]))
+
+    found = await state.run_index(_find)
+    if found is None:
+        raise NotFound(f"no item or clip with id {id!r}; list ids with GET /clips")
+    item, excluded = found
+    stored = (item.vectors or {}).get(modality)
+    if stored is None:
+        raise Unprocessable(
+            f"{id!r} has no {modality} vector (the clip lacks that stream); "
+            f"use one of {list(item.modalities)}",
+            code="no_modality",
+        )
+    return np.asarray(stored, np.float32), excluded
 
 
 @router.post(
     "/search",
+    operation_id="search",
     response_model=schemas.SearchResponse,
-    openapi_extra=schemas.multipart_or_json(_FORM, schemas.SearchRequest),
+    responses=QUERY_ERRORS,
+    openapi_extra=schemas.multipart_or_json(schemas.SearchForm, schemas.SearchRequest, ("filter",)),
     summary="Find the stored items nearest to an upload, an id or a vector",
 )
 async def search(request: Request, state: State) -> schemas.SearchResponse:
     t0 = time.perf_counter()
-    q, _ = await resolve_query(request, state, schemas.SearchRequest)
+    q = await resolve_query(request, state, schemas.SearchRequest, schemas.SearchForm)
     ts = time.perf_counter()
     try:
         hits = await state.run_index(
@@ -163,11 +137,11 @@ async def search(request: Request, state: State) -> schemas.SearchResponse:
             q.vector,
             k=q.k,
             modality=q.modality,
-            filter=_filter(q.filter),
+            filter=q.filter,
             exclude=q.excluded,
         )
     except ValueError as e:
-        raise BadRequest(str(e), code="invalid_request", status=422) from None
+        raise InvalidRequest(str(e)) from None
     t1 = time.perf_counter()
     state.metrics.observe_stage("search", t1 - ts)
     timings = {**q.timings, "search": t1 - ts, "total": t1 - t0}
