@@ -205,7 +205,11 @@ def batch_windows(
             "windows have different shapes; batch only windows decoded with one MediaConfig"
         )
     arrays = {name: np.stack([getattr(w, name) for w in windows]) for name in names}
-    cfg = ModelConfig(media=media_cfg) if media_cfg is not None else None
+    cfg = (
+        ModelConfig(media=media_cfg, positions=max(22, 1 + media_cfg.num_segments))
+        if media_cfg is not None
+        else None
+    )  # only cfg.media matters to the input specs
     for spec in model_inputs(cfg or ModelConfig()):
         arr = arrays[spec.name]
         if cfg is not None:
