@@ -64,7 +64,16 @@ def _run(args: argparse.Namespace) -> tuple[int, dict[str, Any]]:
         report = check_index(index_dir, full=args.full)
         return (0 if report["ok"] else 1), report
     if args.action == "backup":
-        return 0, backup_data_dir(args.data_dir, args.out, media=not args.no_media)
+        manifest = backup_data_dir(args.data_dir, args.out, media=not args.no_media)
+        media = manifest["media"]
+        return 0, {  # the whole list of files is in OUT/backup.json
+            "out": str(args.out),
+            "created_at": manifest["created_at"],
+            "index": manifest["index"],
+            "media_files": len(media),
+            "media_bytes": sum(f["bytes"] for f in media.values()),
+            "media_missing": manifest["media_missing"],
+        }
     if args.action == "restore":
         return 0, restore_data_dir(args.backup, args.data_dir, media=not args.no_media)
     if not (index_dir / "index.sqlite3").exists():

@@ -175,7 +175,7 @@ def test_backup_while_writing_then_lost_wal_then_restore(
     before_backup = [item for t, item in acked if t < t0]
     assert len(before_backup) >= 5 and len(acked) >= n_after + 5, acked
     assert manifest["index"]["items"] >= 3 + len(before_backup)
-    assert manifest["media_missing"] == 0 and len(manifest["media"]) == manifest["index"]["items"]
+    assert manifest["media_missing"] == 0 and manifest["media_files"] == manifest["index"]["items"]
 
     wal = data / "index" / "index.sqlite3-wal"
     os.truncate(wal, wal.stat().st_size // 2)  # the crash took the WAL's tail with it
