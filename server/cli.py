@@ -4,7 +4,8 @@
     pemt-server index backup DATA_DIR OUT [--no-media] consistent copy, while the service runs
     pemt-server index restore BACKUP DATA_DIR [--no-media]   service stopped
     pemt-server index accept DATA_DIR                  service stopped: serve the database as
-                                                       it is after a detected loss
+                                                       it is after a detected loss (the lost
+                                                       clips' videos are moved aside)
 
 Output is JSON. Exit status 0 on success (``check``: the index is fine), 1 when the index has a
 problem or the command failed (one line on stderr saying why), 2 for bad arguments. What each
@@ -56,8 +57,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _run(args: argparse.Namespace) -> tuple[int, dict[str, Any]]:
-    from server.core.backup import backup_data_dir, restore_data_dir
-    from server.index import accept_index, check_index
+    from server.core.backup import accept_data_dir, backup_data_dir, restore_data_dir
+    from server.index import check_index
 
     index_dir = args.data_dir / "index"
     if args.action == "check":
@@ -78,7 +79,7 @@ def _run(args: argparse.Namespace) -> tuple[int, dict[str, Any]]:
         return 0, restore_data_dir(args.backup, args.data_dir, media=not args.no_media)
     if not (index_dir / "index.sqlite3").exists():
         raise FileNotFoundError(f"{index_dir} holds no index: is DATA_DIR the service's data dir?")
-    return 0, accept_index(index_dir)
+    return 0, accept_data_dir(args.data_dir)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -213,6 +213,22 @@ def test_backup_while_writing_then_lost_wal_then_restore(
     assert later <= {p.stem for p in aside.iterdir()}
 
 
+def test_accept_moves_the_lost_clips_videos_aside(served: Path, tmp_path: Path) -> None:
+    """After `accept`, videos of clips the index no longer holds are what it takes to upload
+    them again: they are moved aside, not left for start-up to delete as orphans."""
+    data = tmp_path / "data"
+    shutil.copytree(served, data)
+    for name in ("lost1.mp4", "lost2.webm"):
+        shutil.copy(data / "media" / "k0.mp4", data / "media" / name)
+    res = pemt_server("index", "accept", data)
+    assert res.returncode == 0, res.stderr
+    out = json.loads(res.stdout)
+    assert out["items"] == 3 and out["media_moved_aside"] == 2
+    assert sorted(p.name for p in Path(out["media_aside"]).iterdir()) == ["lost1.mp4", "lost2.webm"]
+    assert sorted(p.name for p in (data / "media").iterdir()) == ["k0.mp4", "k1.mp4", "k2.mp4"]
+    assert pemt_server("index", "check", data).returncode == 0
+
+
 @pytest.fixture()
 def media_log(caplog: pytest.LogCaptureFixture) -> Iterator[pytest.LogCaptureFixture]:
     with caplog.at_level(logging.WARNING, logger="pemt.server"):

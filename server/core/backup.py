@@ -1,4 +1,4 @@
-"""Backup and restore of a service's data directory: the index plus the kept media.
+"""Backup, restore and accept for a service's data directory: the index plus the kept media.
 
 A backup folder ``OUT``::
 
@@ -19,6 +19,11 @@ folder and checks their hashes, and only then changes the data directory. Nothin
 the replaced index goes to ``index.before-restore-<time>/``, and every kept file the restored
 index does not describe, or that a file from the backup replaces, to
 ``media.before-restore-<time>/`` (otherwise start-up would count them as orphans).
+
+``accept_data_dir`` (service stopped) accepts a detected loss (``server.index.accept_index``)
+and moves the kept videos of the clips the index lost to ``media.before-accept-<time>/``:
+they are what it takes to upload those clips again, so start-up must not delete them as
+orphans.
 """
 
 from __future__ import annotations
@@ -29,12 +34,14 @@ import shutil
 import sqlite3
 import time
 import urllib.parse
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from server.core.media import MediaStore, file_name
 from server.index._admin import (
     MANIFEST,
+    accept_index,
     backup_index,
     copy_file,
     read_backup,
@@ -44,7 +51,7 @@ from server.index._admin import (
 from server.index._snapshot import fsync_dir
 from server.index.store import DB_NAME, lock_index_dir
 
-__all__ = ["backup_data_dir", "restore_data_dir"]
+__all__ = ["accept_data_dir", "backup_data_dir", "restore_data_dir"]
 
 FORMAT = "pemt-data-backup/1"
 
@@ -57,6 +64,20 @@ def _clips(db: Path) -> set[str]:
     finally:
         con.close()
     return {str(r[0]) for r in rows}
+
+
+def _move_aside(store: MediaStore, move: Callable[[str], bool], aside: Path) -> int:
+    """Move every kept file whose clip ``move`` picks into ``aside``; return how many."""
+    moved = 0
+    for path, clip in store.kept():
+        if move(clip):
+            aside.mkdir(exist_ok=True)
+            os.replace(path, aside / path.name)
+            moved += 1
+    if moved:
+        fsync_dir(aside)
+        fsync_dir(store.root)
+    return moved
 
 
 def backup_data_dir(data_dir: Path, out: Path, *, media: bool = True) -> dict[str, Any]:
@@ -124,17 +145,12 @@ def restore_data_dir(backup: Path, data_dir: Path, *, media: bool = True) -> dic
         store = MediaStore(data_dir / "media")
         replaced = {Path(n).stem for n in incoming}
         aside = data_dir / f"media.before-restore-{stamp}"
-        moved = 0
-        for path, clip in store.kept():
-            if clip not in clips or file_name(clip) in replaced:
-                aside.mkdir(exist_ok=True)
-                os.replace(path, aside / path.name)
-                moved += 1
+        moved = _move_aside(
+            store, lambda clip: clip not in clips or file_name(clip) in replaced, aside
+        )
         for name, path in incoming.items():
             os.replace(path, store.root / name)
         fsync_dir(store.root)
-        if moved:
-            fsync_dir(aside)
         result = restore_index(backup / "index", index_dir, lock=False)
     finally:
         shutil.rmtree(stage, ignore_errors=True)
@@ -147,3 +163,13 @@ def restore_data_dir(backup: Path, data_dir: Path, *, media: bool = True) -> dic
         "media_moved_aside": moved,
         "media_aside": str(aside) if moved else None,
     }
+
+
+def accept_data_dir(data_dir: Path) -> dict[str, Any]:
+    """Serve the index as it is after a detected loss (see the module docstring)."""
+    data_dir = Path(data_dir)
+    result = accept_index(data_dir / "index")
+    clips = _clips(data_dir / "index" / DB_NAME)
+    aside = data_dir / f"media.before-accept-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}"
+    moved = _move_aside(MediaStore(data_dir / "media"), lambda clip: clip not in clips, aside)
+    return {**result, "media_moved_aside": moved, "media_aside": str(aside) if moved else None}
