@@ -3,7 +3,9 @@ happens at import. For uvicorn: ``uvicorn server.main:create_app --factory`` or
 ``uvicorn server.main:app`` (``app`` is built on first access).
 
 The lifespan builds the backend, the index and the decode pool (unless passed in), yields them as
-typed state, and closes what it built.
+typed state, and closes what it built. It refuses to start (``StartupRefused``: one message,
+no traceback) on an index that is damaged, lost acknowledged writes, is open elsewhere, or is
+missing while kept media exist; it deletes nothing in those cases.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from server.core.config import Settings, load_settings
 from server.core.decode import DecodePool
 from server.core.media import MediaStore
 from server.core.metrics import Metrics, MetricsMiddleware
+from server.core.startup import RefusedStartMiddleware, StartupRefused
 from server.core.state import AppState, JobLimiter
 
 __all__ = ["create_app"]
@@ -44,20 +47,35 @@ multipart forms get the same answer for the same mistake.
 """
 
 
-def open_index(settings: Settings, dim: int) -> Any:
-    from server.index import VectorIndex
+def open_index(settings: Settings, dim: int, kept_media: int = 0) -> Any:
+    """The service's index, verified (see server.index.store). With ``kept_media`` files in
+    the media folder it must already exist: a new, empty index beside them would make every
+    one an orphan. Raises ``StartupRefused`` saying what to do."""
+    from server.index import IndexDamagedError, IndexLockedError, IndexMissingError, VectorIndex
 
-    return VectorIndex(settings.data_dir / "index", dim=dim, index_type=settings.index_type)
+    path = settings.data_dir / "index"
+    try:
+        return VectorIndex(path, dim=dim, index_type=settings.index_type, create=kept_media == 0)
+    except IndexMissingError as exc:
+        raise StartupRefused(
+            f"{exc}, but {settings.data_dir / 'media'} holds {kept_media} kept videos: the "
+            "index was lost or moved, and a new, empty one would make them all orphans. "
+            "Nothing was changed or deleted. Restore the index from a backup (`pemt-server "
+            f"index restore BACKUP {settings.data_dir}`), or put the index back; to start "
+            f"with an empty index instead, move {settings.data_dir / 'media'} elsewhere first."
+        ) from None
+    except (IndexDamagedError, IndexLockedError, ValueError) as exc:
+        raise StartupRefused(str(exc)) from None
 
 
 def clean_media(media: MediaStore, index: Any) -> int:
-    """Drop kept files whose clip has no rows (a crash between file and index); see
-    server.core.media. Blocking."""
+    """Drop staged files and kept files whose clip has no rows (a crash between file and
+    index); see server.core.media. Each removal is logged. Blocking."""
     from server.core.pipeline import clip_of
 
     n = media.clean(lambda clip: clip_of(index, clip) is not None)
     if n:
-        log.info("removed %d media file(s) left without index rows", n)
+        log.warning("removed %d media file(s) left without index rows", n)
     return n
 
 
@@ -69,21 +87,31 @@ def create_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, AppState]]:
-        uploads = settings.data_dir / "uploads"
-        uploads.mkdir(parents=True, exist_ok=True)
-        for stale in uploads.glob("upload-*.bin"):  # left by a killed process (one per data_dir)
-            stale.unlink(missing_ok=True)
+        media = MediaStore(settings.data_dir / "media")
         own_backend = backend is None
         be = backend if backend is not None else await create_backend(settings)
         own_index = index is None
         try:
-            idx = index if index is not None else open_index(settings, be.cfg.embed_dim)
+            idx = (
+                index
+                if index is not None
+                else open_index(settings, be.cfg.embed_dim, len(media.kept()))
+            )
         except BaseException:
             if own_backend:
                 await be.close()
             raise
+        # only now that the index opened verified does start-up remove anything
+        uploads = settings.data_dir / "uploads"
+        uploads.mkdir(parents=True, exist_ok=True)
+        stale = sorted(uploads.glob("upload-*.bin"))  # left by a killed process (one per data_dir)
+        if stale:
+            log.warning(
+                "removing %d partial upload(s) in %s (never acknowledged)", len(stale), uploads
+            )
+        for path in stale:
+            path.unlink(missing_ok=True)
         decoder = DecodePool(settings.decode_workers, settings.decode_timeout_s)
-        media = MediaStore(settings.data_dir / "media")
         state = AppState(
             settings=settings,
             backend=be,
@@ -132,6 +160,7 @@ def create_app(
     for module in (embed, search, classify, clips, health, metrics):
         app.include_router(module.router)
     app.add_middleware(MetricsMiddleware, metrics=metrics_)
+    app.add_middleware(RefusedStartMiddleware)
     static = Path(__file__).parent / "static"
     if static.is_dir() and any(static.iterdir()):
         from fastapi.staticfiles import StaticFiles

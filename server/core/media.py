@@ -16,8 +16,12 @@ Consistency with the index, without a second transaction log:
 
 A kill -9 before 3 leaves a staged file (and the earlier clip's file untouched); deleting a clip
 removes its rows first, then the file. ``clean`` (at start-up) removes staged files and every
-file whose clip has no rows in the index. ``lock`` serialises 2-3 and deletes, so two uploads of
-one id cannot end with one's windows and the other's file.
+file whose clip has no rows in the index, logging each as a warning. A crash leaves at most a
+few such orphans (one per delete in flight); more than ``ORPHAN_LIMIT`` means the index lost
+rows instead, so then ``clean`` removes none of them and logs an error. The server runs
+``clean`` only on an index that opened verified and was not just created (``server/main.py``).
+``lock`` serialises 2-3 and deletes, so two uploads of one id cannot end with one's windows and
+the other's file.
 """
 
 from __future__ import annotations
@@ -31,7 +35,7 @@ import uuid
 from collections.abc import Callable
 from pathlib import Path
 
-__all__ = ["CONTENT_TYPES", "SUFFIXES", "MediaStore", "choose_suffix", "file_name"]
+__all__ = ["CONTENT_TYPES", "ORPHAN_LIMIT", "SUFFIXES", "MediaStore", "choose_suffix", "file_name"]
 
 log = logging.getLogger("pemt.server")
 
@@ -79,6 +83,8 @@ _TYPE_SUFFIX = {
     "audio/flac": ".flac",
 }
 _STAGED = ".staged-"
+# more orphans than this at start-up are a lost index, not a crash: keep them all
+ORPHAN_LIMIT = 32
 _SAFE = re.compile(r"[A-Za-z0-9._-]")
 
 
@@ -196,27 +202,46 @@ class MediaStore:
                     found = True
         return found
 
-    def clean(self, has_rows: Callable[[str], bool]) -> int:
+    def kept(self) -> list[tuple[Path, str]]:
+        """(file, clip id) of every kept file: committed, with a name this store writes."""
+        out = []
+        for p in sorted(self.root.iterdir()):
+            if p.is_file() and not p.name.startswith(_STAGED) and p.suffix in CONTENT_TYPES:
+                clip = _clip_id(p.stem)
+                if clip is not None:
+                    out.append((p, clip))
+        return out
+
+    def clean(self, has_rows: Callable[[str], bool], max_orphans: int = ORPHAN_LIMIT) -> int:
         """Remove staged files and files whose clip has no rows (left by a crash); return how
-        many went. Files with names this store does not write are left alone (and logged)."""
+        many went, each logged. More than ``max_orphans`` orphans: remove none of them (the
+        index lost rows; see the module docstring). Names this store does not write are left
+        alone (and logged)."""
         removed = 0
         with self.lock:
+            kept = {p for p, _ in self.kept()}
             for p in sorted(self.root.iterdir()):
-                if not p.is_file():
-                    continue
-                if p.name.startswith(_STAGED):
+                if p.is_file() and p.name.startswith(_STAGED):
+                    log.warning("media folder: removing %s (an upload that never committed)", p)
                     p.unlink(missing_ok=True)
                     removed += 1
-                    continue
-                clip = _clip_id(p.stem) if p.suffix in CONTENT_TYPES else None
-                try:
-                    if clip is None:
-                        raise ValueError("not a clip id")
-                    orphan = not has_rows(clip)
-                except ValueError:
+                elif p.is_file() and p not in kept:
                     log.warning("media folder: leaving %s alone (not a name this server writes)", p)
-                    continue
-                if orphan:
-                    p.unlink(missing_ok=True)
-                    removed += 1
+            orphans = [(p, clip) for p, clip in self.kept() if not has_rows(clip)]
+            if len(orphans) > max_orphans:
+                log.error(
+                    "media folder: %d of %d kept files belong to clips the index does not hold; "
+                    "that many means the index lost rows, not a crash, so none was removed. "
+                    "Restore the index from a backup, or remove the files yourself: %s ...",
+                    len(orphans), len(kept), ", ".join(p.name for p, _ in orphans[:5]),
+                )  # fmt: skip
+                return removed
+            for p, clip in orphans:
+                log.warning(
+                    "media folder: removing %s (%d bytes): clip %r has no rows in the index "
+                    "(a crash between deleting its rows and its file)",
+                    p, p.stat().st_size, clip,
+                )  # fmt: skip
+                p.unlink(missing_ok=True)
+                removed += 1
         return removed

@@ -47,7 +47,8 @@ class _HashingFile:
         return len(data)
 
 
-def _fsync_dir(path: Path) -> None:
+def fsync_dir(path: Path) -> None:
+    """fsync a directory: makes the renames and creations in it durable."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -75,7 +76,7 @@ def write_snapshot(path: Path, indexes: Mapping[str, Any], header: dict[str, Any
             os.fsync(f.fileno())
             size = out.pos + 32
         os.replace(tmp, path)
-        _fsync_dir(path.parent)
+        fsync_dir(path.parent)
         return size
     except BaseException:
         tmp.unlink(missing_ok=True)

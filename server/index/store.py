@@ -1,19 +1,30 @@
 """Durable vector index: SQLite is the source of truth, FAISS a derived in-memory structure.
 
 Durability. Every write is one SQLite transaction (WAL journal, ``synchronous=FULL``: the WAL
-is fsynced before COMMIT returns). The COMMIT is the acknowledgement: once ``upsert`` or
-``delete`` returns, the change survives kill -9 and power loss. (``synchronous="NORMAL"`` is an
-option: in WAL mode it still survives a process crash, since committed pages are in the OS
-before COMMIT returns, but the last transactions can be lost on power loss.) FAISS is updated
-after the commit; a crash between the two loses nothing, because FAISS is rebuilt on open.
+is fsynced before COMMIT returns), which also increments ``info.commits``; after COMMIT the
+count goes to the commit record ``index.commits`` (one small in-place write, fdatasync'd), and
+that is the acknowledgement: once ``upsert`` or ``delete`` returns, the change survives kill -9
+and power loss, and a database that later lacks it is refused at open (``_commits.py``).
+(``synchronous="NORMAL"`` is an option: in WAL mode it still survives a process crash, since
+committed pages are in the OS before COMMIT returns, but the last transactions can be lost on
+power loss, and the record is then not synced either.) FAISS is updated after the commit; a
+crash between the two loses nothing, because FAISS is rebuilt on open.
 
 Open. The FAISS indexes come from the snapshot file (``index.snapshot``, written atomically,
 see ``_snapshot.py``) when it is intact and matches this database and configuration, and are
 then reconciled with SQLite by key: rows newer than the snapshot's sequence number are added,
 keys the snapshot has but SQLite no longer has (deleted or replaced since) are dropped.
 Reconciling by key set, not by a change log, also covers deletes without a tombstone table.
-A missing, partial, corrupt or mismatched snapshot is ignored and everything is rebuilt from
-SQLite.
+A missing, partial, corrupt or mismatched snapshot (or one newer than the database, after a
+restore) is ignored and everything is rebuilt from SQLite.
+
+Damage. Opening never serves a database that lost data, and never changes one that is damaged:
+it raises ``IndexDamagedError`` (message: what is wrong, what to do) when ``index.sqlite3`` is
+not a readable SQLite file (zeroed, overwritten), fails ``PRAGMA quick_check``, is missing or
+empty while the files beside it show it held data, or holds fewer commits than the commit record
+``index.commits`` says were acknowledged (a truncated or deleted WAL; see ``_commits.py``).
+``create=False`` also refuses to create a new database in place of a missing one
+(``IndexMissingError``). Recovery (backup, restore, accept): ``_admin.py``.
 
 Keys. Each write of an item gets a fresh SQLite ``AUTOINCREMENT`` key (never reused), which is
 the FAISS id. Replacing an item therefore deletes the old key and adds a new one.
@@ -21,7 +32,8 @@ Deleted keys are excluded from searches at once through an ``IDSelector`` and ph
 removed in batches (``remove_ids`` is O(n) per call for flat and IVF), or, for HNSW, which
 cannot remove, by a rebuild once a quarter of the graph is dead.
 
-Concurrency. One process owns an index directory (the server; run one worker per index).
+Concurrency. One process owns an index directory (the server; run one worker per index): an
+open index holds an exclusive ``flock`` on ``index.lock``, and a second open fails at once.
 Writers are serialized by a mutex; FAISS mutations take the write side of a readers-writer
 lock, searches the read side, so readers always see a consistent FAISS state and run in
 parallel with each other and with SQLite commits. Every thread reads SQLite through its own
@@ -39,6 +51,7 @@ numpy (about 6 us a row here), which also finds matches an approximate index wou
 from __future__ import annotations
 
 import builtins
+import fcntl
 import json
 import logging
 import math
@@ -47,6 +60,7 @@ import re
 import sqlite3
 import threading
 import time
+import urllib.parse
 import uuid
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from contextlib import contextmanager
@@ -57,6 +71,7 @@ from typing import Any, Literal
 import faiss as _faiss
 import numpy as np
 
+from ._commits import CommitRecord, CommitRecordError, read_record
 from ._faiss import RWLock, Space, auto_nlist
 from ._snapshot import SnapshotError, read_snapshot, remove_stray_temps, write_snapshot
 from .types import (
@@ -85,6 +100,8 @@ INDEX_TYPES = ("flat", "ivf", "hnsw")
 SCHEMA_VERSION = 1
 DB_NAME = "index.sqlite3"
 SNAPSHOT_NAME = "index.snapshot"
+COMMITS_NAME = "index.commits"
+LOCK_NAME = "index.lock"
 _CHUNK = 8192
 _GPU_REFRESH_S = 5.0
 _MODALITY = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
@@ -121,6 +138,126 @@ def _vt(modality: str) -> str:
     return f'"vec_{modality}"'
 
 
+RECOVERY = (
+    "Nothing was changed. To recover, stop the service and restore the latest backup "
+    "(`pemt-server index restore BACKUP DATA_DIR`); docs/ARCHITECTURE.md, section 'Index: "
+    "damage and recovery', lists the other options."
+)
+
+
+class IndexDamagedError(RuntimeError):
+    """The index directory must not be served as it is; the message says why and what to do."""
+
+
+class IndexMissingError(IndexDamagedError):
+    """``create=False`` and the directory holds no index (no database, or an empty one)."""
+
+
+class IndexLockedError(RuntimeError):
+    """Another process (or another open ``VectorIndex``) owns the index directory."""
+
+
+def lock_index_dir(path: Path) -> int:
+    """Take the exclusive lock of an index directory; return its file descriptor (close it to
+    release). Raises ``IndexLockedError`` at once when someone else holds it."""
+    fd = os.open(path / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+        os.close(fd)
+        raise IndexLockedError(
+            f"{path} is in use by another process (pid {holder}) or another open VectorIndex; "
+            "one process owns an index directory: stop the service first"
+        ) from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    return fd
+
+
+def inspect_database(
+    db_path: Path, verify: bool = True, *, full: bool = False
+) -> tuple[set[str], dict[str, str], int]:
+    """(tables, ``info`` rows, item count) of an existing database, through a read-only
+    connection: it writes nothing, and unlike a writer it neither checkpoints nor deletes the
+    WAL when it closes, so a database refused here is left exactly as it was found. ``verify``
+    runs ``quick_check`` first (``full``: ``integrity_check``). Raises ``IndexDamagedError``."""
+    uri = f"file:{urllib.parse.quote(str(db_path))}?mode=ro"
+    try:
+        con = sqlite3.connect(uri, uri=True, isolation_level=None)
+        try:
+            con.execute("PRAGMA busy_timeout=10000")
+            if verify:
+                quick_check(con, db_path, full)
+            tables = {str(r[0]) for r in con.execute("SELECT name FROM sqlite_master")}
+            info: dict[str, str] = {}
+            if "info" in tables:
+                info = dict(con.execute("SELECT name, value FROM info").fetchall())
+            count = 0
+            if "items" in tables:
+                count = int(con.execute("SELECT COUNT(*) FROM items").fetchone()[0])
+        finally:
+            con.close()
+    except sqlite3.DatabaseError as exc:
+        raise IndexDamagedError(
+            f"{db_path} is not a readable SQLite database ({exc}): it was overwritten, zeroed "
+            f"or cut short. {RECOVERY}"
+        ) from None
+    return tables, info, count
+
+
+def check_commit_record(index_dir: Path, db_uuid: str, commits: int, count: int) -> None:
+    """Raise ``IndexDamagedError`` if the database (``db_uuid``, ``commits``, ``count`` items)
+    is behind the commit record or is not the database the record belongs to. A missing or
+    unreadable record cannot prove anything: logged, not raised."""
+    path = index_dir / COMMITS_NAME
+    db_path = index_dir / DB_NAME
+    try:
+        rec = read_record(path)
+    except CommitRecordError as exc:
+        log.error(
+            "%s: cannot verify that no acknowledged write is missing; a new record starts at "
+            "the database's %d commits",
+            exc, commits,
+        )  # fmt: skip
+        return
+    if rec is None:
+        if commits:
+            log.warning(
+                "%s is missing: cannot verify that no acknowledged write is lost; a new record "
+                "starts at the database's %d commits",
+                path, commits,
+            )  # fmt: skip
+        return
+    if rec.uuid != db_uuid:
+        raise IndexDamagedError(
+            f"{path} belongs to another database (uuid {rec.uuid}, {rec.commits} writes) than "
+            f"{db_path} (uuid {db_uuid}): the database file was replaced. {RECOVERY} If this "
+            "database is the one to serve: `pemt-server index accept DATA_DIR`."
+        )
+    if rec.commits > commits:
+        raise IndexDamagedError(
+            f"{db_path} lost acknowledged writes: it holds {count} items after {commits} "
+            f"committed writes, but {rec.commits} writes ({rec.items} items after the last) "
+            f"were acknowledged ({COMMITS_NAME}); the newest {rec.commits - commits} are "
+            f"missing, most likely with a truncated or deleted write-ahead log ({DB_NAME}-wal). "
+            f"{RECOVERY} To serve the database as it is, accepting the loss: `pemt-server index "
+            "accept DATA_DIR`."
+        )
+
+
+def quick_check(con: sqlite3.Connection, db_path: Path, full: bool = False) -> None:
+    """``PRAGMA quick_check`` (``integrity_check`` if ``full``: also compares every index with
+    its table); raise ``IndexDamagedError`` naming the first problems found."""
+    pragma = "integrity_check" if full else "quick_check"
+    problems = [str(r[0]) for r in con.execute(f"PRAGMA {pragma}(5)")]
+    if problems != ["ok"]:
+        text = "; ".join(problems).replace("\n", "; ")
+        raise IndexDamagedError(
+            f"{db_path} failed SQLite's integrity check (PRAGMA {pragma}): {text}. {RECOVERY}"
+        )
+
+
 class VectorIndex:
     """Durable multi-modality vector index: SQLite (truth) + FAISS (derived, in memory).
 
@@ -149,8 +286,14 @@ class VectorIndex:
         normalize: L2-normalize vectors and queries (inner product is then cosine).
         omp_threads: FAISS threads for builds and batched searches (default: all CPUs);
             single-query searches always use one (set per thread, not process-wide).
+        create: make a new index when the directory holds none (needs ``dim``). False:
+            raise ``IndexMissingError`` instead, writing nothing.
+        verify: run ``PRAGMA quick_check`` before anything else touches the database
+            (it reads every page: bench/results/reliability_b.md has its cost by size).
 
-    Raises ``ValueError`` for bad arguments, ids, vectors and metadata.
+    Raises ``ValueError`` for bad arguments, ids, vectors and metadata; ``IndexDamagedError``
+    (never after changing anything) for a database that is damaged or lost acknowledged
+    writes; ``IndexLockedError`` when another process has the directory open.
     Use as a context manager, or call ``close()``.
     """
 
@@ -177,6 +320,8 @@ class VectorIndex:
         use_gpu: bool = False,
         normalize: bool = True,
         omp_threads: int | None = None,
+        create: bool = True,
+        verify: bool = True,
     ) -> None:
         if index_type not in INDEX_TYPES:
             raise ValueError(f"index_type must be one of {INDEX_TYPES}, got {index_type!r}")
@@ -211,21 +356,12 @@ class VectorIndex:
         self.normalize = normalize
         self._closed = True
 
+        if not self.path.is_dir() and not create:
+            raise IndexMissingError(f"{self.path} holds no index (the folder does not exist)")
         self.path.mkdir(parents=True, exist_ok=True)
         self._db_path = self.path / DB_NAME
         self._snap_path = self.path / SNAPSHOT_NAME
-        self._wcon = sqlite3.connect(self._db_path, isolation_level=None, check_same_thread=False)
-        self._wcon.execute("PRAGMA journal_mode=WAL")
-        self._wcon.execute(f"PRAGMA synchronous={synchronous}")
-        self._wcon.execute("PRAGMA busy_timeout=10000")
-        self._wcon.executescript(_SCHEMA)
-        self.dim, self.modalities, self._db_uuid = self._check_info(dim, mods)
         self.synchronous = synchronous
-        for m in self.modalities:
-            self._wcon.execute(
-                f"CREATE TABLE IF NOT EXISTS {_vt(m)} (key INTEGER PRIMARY KEY, vec BLOB NOT NULL)"
-            )
-
         self._write_mutex = threading.RLock()
         self._rw = RWLock()
         self._local = threading.local()
@@ -234,22 +370,136 @@ class VectorIndex:
         self._spaces: dict[str, Space] = {}
         self._changes_since_snapshot = 0
         self._snapshot_seq: int | None = None
-        self._count = int(self._wcon.execute("SELECT COUNT(*) FROM items").fetchone()[0])
-        self._gpu = self._init_gpu(use_gpu)
-        self._omp_threads = omp_threads or os.cpu_count() or 1
-        self._closed = False
+        self._lock_fd = lock_index_dir(self.path)
+        self._record: CommitRecord | None = None
         try:
+            self._open_database(dim, mods, create, verify)
+            self._record = self._open_record()
+            self._gpu = self._init_gpu(use_gpu)
+            self._omp_threads = omp_threads or os.cpu_count() or 1
+            self._closed = False
             self._load()
         except BaseException:
-            self._wcon.close()
             self._closed = True
+            self._release()
             raise
 
     # ------------------------------------------------------------------ open / close
 
+    def _refuse_if_lost(self, state: str, file_missing: bool) -> None:
+        """The database holds no index (``state`` says how): raise ``IndexDamagedError`` when
+        the files beside it show that it held one (a new index there would hide the loss)."""
+        evidence = []
+        try:
+            rec = read_record(self.path / COMMITS_NAME)
+        except CommitRecordError:
+            evidence.append(f"{COMMITS_NAME} exists (damaged)")
+        else:
+            if rec is not None and rec.commits:
+                evidence.append(
+                    f"{COMMITS_NAME} records {rec.commits} acknowledged writes ({rec.items} items)"
+                )
+        wal = self._db_path.with_name(DB_NAME + "-wal")
+        if file_missing and wal.exists() and wal.stat().st_size:
+            # (beside an existing file, SQLite has read the WAL already)
+            evidence.append(f"{wal.name} holds {wal.stat().st_size} bytes of transactions")
+        if self._snap_path.exists():
+            evidence.append(f"a FAISS snapshot ({SNAPSHOT_NAME}) exists")
+        if evidence:
+            raise IndexDamagedError(
+                f"{self._db_path} {state}, but {'; '.join(evidence)}: the database was lost. "
+                + RECOVERY
+            )
+
+    def _open_database(
+        self, dim: int | None, mods: tuple[str, ...], create: bool, verify: bool
+    ) -> None:
+        """Check the database read-only, then connect the writer and set up (sets ``dim``,
+        ``modalities``, ``created``, the commit count). A refusal leaves every file as it was."""
+        try:
+            new_file = self._db_path.stat().st_size == 0
+            state = "is empty (0 bytes)"
+        except FileNotFoundError:
+            new_file, state = True, "is missing"
+        tables, info, count = (
+            (set(), {}, 0) if new_file else inspect_database(self._db_path, verify)
+        )
+        if tables and "info" not in tables:
+            raise IndexDamagedError(
+                f"{self._db_path} is a SQLite database but not a PEMT index (no table 'info'). "
+                + RECOVERY
+            )
+        if not info:  # a new file, or one whose creation a crash cut short, or a lost one
+            if not new_file:
+                state = "holds no index settings (table 'info')"
+            self._refuse_if_lost(state, state == "is missing")
+            if count:
+                raise IndexDamagedError(
+                    f"{self._db_path} holds {count} items but {state}. {RECOVERY}"
+                )
+            if not create:
+                raise IndexMissingError(f"{self.path} holds no index ({DB_NAME} {state})")
+            if dim is None:
+                raise ValueError(f"{self.path} holds no index yet; pass dim= to create one")
+        else:
+            check_commit_record(self.path, info["uuid"], int(info.get("commits", 0)), count)
+        try:
+            self._wcon = con = sqlite3.connect(
+                self._db_path, isolation_level=None, check_same_thread=False
+            )
+            con.execute("PRAGMA busy_timeout=10000")
+            con.execute("PRAGMA journal_mode=WAL")
+            con.execute(f"PRAGMA synchronous={self.synchronous}")
+            con.executescript(_SCHEMA)
+            self.dim, self.modalities, self._db_uuid, self._commits = self._check_info(dim, mods)
+            self.created = not info
+            for m in self.modalities:
+                con.execute(
+                    f"CREATE TABLE IF NOT EXISTS {_vt(m)} (key INTEGER PRIMARY KEY, vec BLOB NOT NULL)"
+                )
+        except sqlite3.DatabaseError as exc:  # it read fine: a permission or disk problem
+            raise IndexDamagedError(
+                f"{self._db_path} cannot be opened for writing ({exc}); check its permissions "
+                "and the free disk space"
+            ) from None
+        self._count = count  # counted above; nothing has written since (we hold the lock)
+
+    def _open_record(self) -> CommitRecord:
+        """Open the commit record, brought up to the database's count (checked already)."""
+        path = self.path / COMMITS_NAME
+        try:
+            rec = read_record(path)
+        except CommitRecordError:
+            rec = None
+        record = CommitRecord(path, self._db_uuid, sync=self.synchronous == "FULL")
+        if rec is None or (rec.uuid, rec.commits, rec.items) != (
+            self._db_uuid,
+            self._commits,
+            self._count,
+        ):
+            try:
+                record.reset(self._commits, self._count)
+            except BaseException:
+                record.close()
+                raise
+        self._recorded = self._commits
+        return record
+
+    def _release(self) -> None:
+        """Close the commit record, SQLite and the directory lock (open failed, or close)."""
+        if self._record is not None:
+            self._record.close()
+        con: sqlite3.Connection | None = getattr(self, "_wcon", None)
+        if con is not None:
+            con.close()
+        if self._lock_fd >= 0:
+            os.close(self._lock_fd)  # releases the flock
+            self._lock_fd = -1
+
     def _check_info(
         self, dim: int | None, mods: tuple[str, ...]
-    ) -> tuple[int, tuple[str, ...], str]:
+    ) -> tuple[int, tuple[str, ...], str, int]:
+        """(dim, modalities, uuid, commits) of the index, written first for a new one."""
         info = dict(self._wcon.execute("SELECT name, value FROM info").fetchall())
         if not info:
             if dim is None:
@@ -259,6 +509,7 @@ class VectorIndex:
                 "dim": str(dim),
                 "modalities": json.dumps(list(mods)),
                 "uuid": uuid.uuid4().hex,
+                "commits": "0",
             }
             with self._wcon:
                 self._wcon.execute("BEGIN IMMEDIATE")
@@ -274,7 +525,12 @@ class VectorIndex:
             raise ValueError(f"{self.path} holds {stored_dim}-d vectors, not dim={dim}")
         if mods != DEFAULT_MODALITIES and mods != stored_mods:
             raise ValueError(f"{self.path} has modalities {stored_mods}, not {mods}")
-        return stored_dim, stored_mods, info["uuid"]
+        if "commits" not in info:  # made before commits were counted: start counting now
+            with self._wcon:
+                self._wcon.execute("BEGIN IMMEDIATE")
+                self._wcon.execute("INSERT OR IGNORE INTO info VALUES ('commits', '0')")
+            info["commits"] = "0"
+        return stored_dim, stored_mods, info["uuid"], int(info["commits"])
 
     def _init_gpu(self, use_gpu: bool) -> dict[str, Any] | None:
         if not use_gpu:
@@ -316,6 +572,8 @@ class VectorIndex:
             header, indexes = read_snapshot(self._snap_path, {k: want[k] for k in keys})
             if sorted(indexes) != sorted(self.modalities):
                 raise SnapshotError("snapshot sections do not match the modalities")
+            if int(header["seq"]) > self._sequence():  # the database was rolled back since
+                raise SnapshotError("snapshot is newer than the database (keys would repeat)")
             for m in self.modalities:
                 self._spaces[m] = Space(indexes[m], int(header["trained_at"].get(m, 0)))
             added, dropped = self._reconcile()
@@ -353,10 +611,10 @@ class VectorIndex:
                 for con in self._readers:
                     con.close()
                 self._readers.clear()
-            self._wcon.close()
             with self._rw.write():
                 self._closed = True
                 self._spaces = {}
+            self._release()
 
     def __enter__(self) -> VectorIndex:
         return self
@@ -547,16 +805,36 @@ class VectorIndex:
 
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction; if it changed rows, it also counts itself in ``info.commits``.
+
+        Durable when the block exits; the caller acknowledges with ``_acknowledge``.
+        """
         self._check_open()
         con = self._wcon
         con.execute("BEGIN IMMEDIATE")
+        before = con.total_changes
         try:
             yield con
-            con.execute("COMMIT")  # the acknowledgement: durable from here on
+            changed = con.total_changes != before
+            if changed:
+                con.execute(
+                    "UPDATE info SET value=? WHERE name='commits'", (str(self._commits + 1),)
+                )
+            con.execute("COMMIT")  # durable from here on
         except BaseException:
             if con.in_transaction:  # also when COMMIT itself failed (disk full, I/O error)
                 con.execute("ROLLBACK")
             raise
+        if changed:
+            self._commits += 1
+
+    def _acknowledge(self) -> None:
+        """Write the commit count to the commit record before a write returns (the
+        acknowledgement; see ``_commits.py``). Write mutex held."""
+        if self._commits != self._recorded:
+            assert self._record is not None
+            self._record.write(self._commits, self._count)
+            self._recorded = self._commits
 
     def _apply(
         self, added: dict[str, list[tuple[int, np.ndarray]]], removed: dict[str, list[int]]
@@ -633,6 +911,7 @@ class VectorIndex:
                         added.setdefault(m, []).append((key, v))
             self._count += delta
             self._apply(added, removed)
+            self._acknowledge()
         return ids
 
     def upsert(
@@ -664,6 +943,7 @@ class VectorIndex:
             if keys:
                 self._count -= len(keys)
                 self._apply({}, removed)
+                self._acknowledge()
         return len(keys)
 
     def delete(self, id: str) -> bool:
@@ -1058,14 +1338,16 @@ class VectorIndex:
 
     # ------------------------------------------------------------------ snapshot, stats
 
+    def _sequence(self) -> int:
+        """The last key SQLite handed out (keys above it have never existed here)."""
+        row = self._wcon.execute("SELECT seq FROM sqlite_sequence WHERE name='items'").fetchone()
+        return int(row[0]) if row else 0
+
     def snapshot(self) -> int:
         """Write the FAISS snapshot now (atomic); return the SQLite sequence it covers."""
         with self._write_mutex:
             self._check_open()
-            row = self._wcon.execute(
-                "SELECT seq FROM sqlite_sequence WHERE name='items'"
-            ).fetchone()
-            seq = int(row[0]) if row else 0
+            seq = self._sequence()
             t0 = time.perf_counter()
             with self._rw.read():
                 size = write_snapshot(
