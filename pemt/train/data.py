@@ -84,7 +84,9 @@ def decode_sample(
     index = 0
     if rng is not None and not spread:
         duration = float(meta.get("duration") or 0.0)
-        n = max(1, math.floor((duration - media_cfg.window_seconds) / stride) + 1)
+        n = max(
+            1, math.floor((duration - media_cfg.window_seconds) / media_cfg.segment_seconds) + 1
+        )
         index = int(rng.integers(n))
     chosen = None
     for w in iter_windows(io.BytesIO(data), media_cfg, stride_s=stride):
