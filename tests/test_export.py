@@ -183,8 +183,11 @@ def test_check_repository_catches_mismatch(single_repo: tuple[Path, str], tmp_pa
         text.replace("TYPE_UINT8", "TYPE_FP32").replace('name: "audio_mask"', 'name: "mask"')
     )
     problems = check_repository(tmp_path, plan, backend="onnxruntime", engine=False)
-    assert any("frames data_type TYPE_FP32, expected TYPE_UINT8" in p for p in problems), problems
-    assert any("audio_mask" in p for p in problems), problems
+    assert any("input frames: dtype TYPE_FP32, pemt.spec says uint8" in p for p in problems), (
+        problems
+    )
+    assert any("input 'audio_mask' missing" in p for p in problems), problems
+    assert any("inputs ['mask'] are not in pemt.spec" in p for p in problems), problems
     path.write_text("name: [unclosed")
     problems = check_repository(tmp_path, plan, backend="onnxruntime", engine=False)
     assert problems and "does not parse" in problems[0]

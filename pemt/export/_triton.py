@@ -53,8 +53,6 @@ __all__ = [
 RESHAPE_TO_SEGMENTS = "to_segments"
 RESHAPE_TO_WINDOWS = "to_windows"
 
-_TRITON_TO_NP = {v: k for k, v in spec._TRITON.items()}  # "TYPE_FP32" -> "float32"
-
 
 @dataclass
 class ModelEntry:
@@ -360,24 +358,11 @@ def _dims(t: Any) -> tuple[int, ...]:
     return tuple(int(d) for d in t.dims)
 
 
-def _check_io(
-    where: str, got: Sequence[Any], want: Sequence[spec.TensorSpec], problems: list[str]
-) -> None:
-    names = [g.name for g in got]
-    if names != [w.name for w in want]:
-        problems.append(f"{where}: tensors {names}, expected {[w.name for w in want]}")
+def _config_tensors(tensors: Sequence[Any]) -> list[spec.Served]:
+    """config.pbtxt inputs or outputs as pemt.spec.Served (dims without the batch axis)."""
     from tritonclient.grpc import model_config_pb2 as mc
 
-    by_name = {g.name: g for g in got}
-    for w in want:
-        g = by_name.get(w.name)
-        if g is None:
-            continue
-        dt = mc.DataType.Name(g.data_type)
-        if dt != w.triton_dtype:
-            problems.append(f"{where}: {g.name} data_type {dt}, expected {w.triton_dtype}")
-        if _dims(g) != tuple(w.shape):
-            problems.append(f"{where}: {g.name} dims {list(_dims(g))}, expected {list(w.shape)}")
+    return [(t.name, mc.DataType.Name(t.data_type), list(_dims(t))) for t in tensors]
 
 
 def _check_onnx(where: str, path: Path, entry: ModelEntry, problems: list[str]) -> None:
@@ -386,21 +371,16 @@ def _check_onnx(where: str, path: Path, entry: ModelEntry, problems: list[str]) 
     if not path.is_file():
         problems.append(f"{where}: missing {path}")
         return
-    batch = (-1,) if entry.max_batch_size > 0 else ()
     gin, gout = onnx_io(path)
-    for kind, got, want in (("input", gin, entry.inputs), ("output", gout, entry.outputs)):
-        if [g.name for g in got] != [w.name for w in want]:
-            problems.append(
-                f"{where}: ONNX {kind}s {[g.name for g in got]}, expected {[w.name for w in want]}"
-            )
-            continue
-        for g, w in zip(got, want, strict=True):
-            if g.dtype != w.dtype:
-                problems.append(f"{where}: ONNX {g.name} dtype {g.dtype}, expected {w.dtype}")
-            if tuple(g.shape) != (*batch, *w.shape):
-                problems.append(
-                    f"{where}: ONNX {g.name} shape {list(g.shape)}, expected {[*batch, *w.shape]}"
-                )
+    found = spec.check_served(
+        entry.inputs,
+        entry.outputs,
+        [(g.name, g.dtype, g.shape) for g in gin],
+        [(g.name, g.dtype, g.shape) for g in gout],
+        batch_axis=entry.max_batch_size > 0,
+        exact=True,
+    )
+    problems += [f"{where}: {p}" for p in found]
 
 
 def check_repository(repo: Path, plan: RepositoryPlan, *, backend: str, engine: bool) -> list[str]:
@@ -424,8 +404,15 @@ def check_repository(repo: Path, plan: RepositoryPlan, *, backend: str, engine: 
             problems.append(
                 f"{where}: max_batch_size {c.max_batch_size}, expected {entry.max_batch_size}"
             )
-        _check_io(f"{where} input", c.input, entry.inputs, problems)
-        _check_io(f"{where} output", c.output, entry.outputs, problems)
+        found = spec.check_served(
+            entry.inputs,
+            entry.outputs,
+            _config_tensors(c.input),
+            _config_tensors(c.output),
+            batch_axis=False,
+            exact=True,
+        )
+        problems += [f"{where}: {p}" for p in found]
         if entry.kind == "ensemble":
             if c.platform != "ensemble":
                 problems.append(f"{where}: platform {c.platform!r}, expected 'ensemble'")
