@@ -2,12 +2,13 @@
 
     pemt-client embed clip.mp4 --id clip1 --metadata '{"label": "dog"}'
     pemt-client search --file query.mp4 -k 5          (or --id ITEM, --vector '[...]')
-    pemt-client classify --file query.mp4
+    pemt-client classify --file query.mp4 --filter '{"split": "train"}'
     pemt-client list --limit 20
     pemt-client delete clip1
 
-``--url`` / ``$PEMT_URL`` (default http://127.0.0.1:8000), ``--api-key`` / ``$PEMT_API_KEY``.
-Output is JSON. A bad argument or a refused request prints one line to stderr and exits non-zero.
+``--url`` / ``$PEMT_URL`` (default http://127.0.0.1:8080, the API of ``docker compose up``),
+``--api-key`` / ``$PEMT_API_KEY``. Output is JSON. A bad argument, a refused request or no
+answer prints one line to stderr and exits non-zero (2: bad input here, 1: the service).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from clients.sdk import PemtClient, PemtError
+from clients.sdk import DEFAULT_URL, PemtClient, PemtError
 
 __all__ = ["build_parser", "main"]
 
@@ -59,11 +60,16 @@ def _existing_file(text: str) -> Path:
 
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="pemt-client", description=(__doc__ or "").splitlines()[0])
-    p.add_argument("--url", help="server URL (default: $PEMT_URL or http://127.0.0.1:8000)")
+    p.add_argument("--url", help=f"server URL (default: $PEMT_URL or {DEFAULT_URL})")
     p.add_argument("--api-key", help="X-API-Key (default: $PEMT_API_KEY)")
-    p.add_argument("--timeout", type=float, default=300.0, help="seconds per request")
     p.add_argument(
-        "--retries", type=int, default=4, help="retries on 429/503 and refused connections"
+        "--connect-timeout", type=float, default=5.0, help="seconds to open a connection"
+    )
+    p.add_argument(
+        "--read-timeout", type=float, default=300.0, help="seconds to wait for an answer"
+    )
+    p.add_argument(
+        "--retries", type=int, default=4, help="retries on 429/503 and failed connections"
     )
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
 
@@ -84,12 +90,13 @@ def build_parser() -> argparse.ArgumentParser:
         q.add_argument("--vector", type=_vector, help="a JSON list of numbers")
         s.add_argument("-k", type=int, default=10)
         s.add_argument("--modality", choices=["fused", "audio", "visual"], default="fused")
-        if name == "search":
-            s.add_argument(
-                "--filter", type=_json_object, help='metadata match, e.g. \'{"label": "dog"}\''
-            )
-        else:
-            s.add_argument("--label-key", default="label")
+        s.add_argument(
+            "--filter", type=_json_object, help='metadata match, e.g. \'{"label": "dog"}\''
+        )
+        s.add_argument("--window", type=float, help="with --file: seconds of content per window")
+        s.add_argument("--stride", type=float, help="with --file: seconds between windows")
+        if name == "classify":
+            s.add_argument("--label-key", default="label", help="the metadata key that votes")
 
     d = sub.add_parser("delete", help="delete an item (or all windows of a clip id)")
     d.add_argument("id")
@@ -116,28 +123,20 @@ def _run(args: argparse.Namespace, client: PemtClient) -> Any:
             for item in out["items"]:
                 item.pop("embedding")
         return out
-    if args.command == "search":
-        return dataclasses.asdict(
-            client.search(
-                file=args.file,
-                id=args.id,
-                vector=args.vector,
-                k=args.k,
-                filter=args.filter,
-                modality=args.modality,
-            )
+    if args.command in ("search", "classify"):
+        query = dict(
+            file=args.file,
+            id=args.id,
+            vector=args.vector,
+            k=args.k,
+            filter=args.filter,
+            modality=args.modality,
+            window=args.window,
+            stride=args.stride,
         )
-    if args.command == "classify":
-        return dataclasses.asdict(
-            client.classify(
-                file=args.file,
-                id=args.id,
-                vector=args.vector,
-                k=args.k,
-                label_key=args.label_key,
-                modality=args.modality,
-            )
-        )
+        if args.command == "search":
+            return dataclasses.asdict(client.search(**query))
+        return dataclasses.asdict(client.classify(**query, label_key=args.label_key))
     if args.command == "delete":
         return {"id": args.id, "deleted": client.delete(args.id)}
     if args.command == "list":
@@ -149,7 +148,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         with PemtClient(
-            args.url, api_key=args.api_key, timeout=args.timeout, retries=args.retries
+            args.url,
+            api_key=args.api_key,
+            connect_timeout=args.connect_timeout,
+            read_timeout=args.read_timeout,
+            retries=args.retries,
         ) as client:
             out = _run(args, client)
     except PemtError as e:

@@ -1,22 +1,40 @@
 """Python SDK for the PEMT service: ``PemtClient`` (sync) and ``AsyncPemtClient`` (async).
 
-Both sit on httpx, take an optional ``transport`` (tests, proxies, ASGI apps), retry on 429/503
-(honouring ``Retry-After``) and on refused connections, return typed dataclasses, and close
-through a context manager::
+Both sit on httpx and share one base class that builds every request and reads every answer
+(httpx's own shape); the two subclasses only send. They take an optional ``transport`` (tests,
+proxies), return typed dataclasses, and close through a context manager::
 
-    with PemtClient("http://127.0.0.1:8000", api_key="...") as client:
+    with PemtClient("http://127.0.0.1:8080", api_key="...") as client:
         res = client.embed("clip.mp4", id="clip1", metadata={"label": "dog"})
         hits = client.search(file="query.mp4", k=5).results
 
-Errors from the service raise :class:`PemtError` with its ``status``, ``code`` and ``message``.
+``url`` defaults to ``$PEMT_URL``, else ``http://127.0.0.1:8080``: where ``docker compose up``
+publishes the API (Triton holds 8000-8002). ``api_key`` defaults to ``$PEMT_API_KEY``.
+
+Timeouts: ``connect_timeout`` (default 5 s) bounds opening a connection; ``read_timeout``
+(default 300 s) bounds each wait for the answer (embedding a long video takes a while).
+
+Retries: up to ``retries`` more attempts, with exponential backoff (``Retry-After`` honoured,
+at most ``max_wait`` s), on 429 and 503, on a connection that could not be opened and on one
+that broke before the answer. Every request is safe to repeat: an upload without ``id`` gets
+an id generated here before the first attempt, so a retried ``embed`` replaces what an attempt
+whose answer was lost stored, never duplicates it. A read timeout is not retried (the service
+may still be working on the request).
+
+Errors: every failure raises :class:`PemtError`. ``status`` is the HTTP status with the
+service's ``code`` and ``message``, or 0 when no answer came, with ``code``:
+``unreachable`` (no connection), ``disconnected`` (the connection broke before the answer),
+``timeout`` (no answer within ``read_timeout``) or ``transport`` (any other HTTP failure).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import time
+import uuid
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +44,7 @@ from urllib.parse import quote
 import httpx
 
 __all__ = [
+    "DEFAULT_URL",
     "AsyncPemtClient",
     "Classification",
     "Clip",
@@ -38,9 +57,19 @@ __all__ = [
     "SearchResult",
 ]
 
+# The API's port in docker-compose.yml and the Dockerfile (Triton's HTTP port is 8000).
+DEFAULT_URL = "http://127.0.0.1:8080"
+
 FileLike = str | os.PathLike[str] | bytes | IO[bytes]
 Modality = Literal["fused", "audio", "visual"]
 _RETRY_STATUS = (429, 503)
+# the request did not reach the service, or the connection broke before any answer
+_RETRY_ERRORS = (
+    httpx.ConnectError,
+    httpx.ConnectTimeout,
+    httpx.RemoteProtocolError,
+    httpx.ReadError,
+)
 _CONTENT_TYPES = {
     ".mp4": "video/mp4", ".m4v": "video/mp4", ".mov": "video/quicktime", ".webm": "video/webm",
     ".mkv": "video/x-matroska", ".avi": "video/x-msvideo", ".mpg": "video/mpeg", ".mpeg": "video/mpeg",
@@ -49,7 +78,8 @@ _CONTENT_TYPES = {
 
 
 class PemtError(Exception):
-    """The service answered with an error (or could not be reached)."""
+    """The service answered with an error (``status`` > 0), or no answer came (``status`` 0;
+    ``code`` is ``unreachable``, ``disconnected``, ``timeout`` or ``transport``)."""
 
     def __init__(
         self, status: int, code: str, message: str, retry_after: float | None = None
@@ -135,7 +165,7 @@ class ClipPage:
     limit: int
 
 
-# --- shared request building / response parsing ------------------------------------------------
+# --- answers -------------------------------------------------------------------------------------
 
 
 def _hit(d: Mapping[str, Any]) -> Hit:
@@ -182,6 +212,29 @@ def _parse_page(d: Mapping[str, Any]) -> ClipPage:
     )
 
 
+def _error(resp: httpx.Response) -> PemtError:
+    code, message = "http_error", resp.text[:500] or resp.reason_phrase
+    try:
+        err = resp.json().get("error") or {}
+        code, message = err.get("code", code), err.get("message", message)
+    except (ValueError, AttributeError):
+        pass
+    return PemtError(resp.status_code, code, message, _retry_after(resp))
+
+
+def _retry_after(resp: httpx.Response) -> float | None:
+    v = resp.headers.get("retry-after")
+    if v is None:
+        return None
+    try:
+        return max(0.0, float(v))
+    except ValueError:
+        return None
+
+
+# --- requests ------------------------------------------------------------------------------------
+
+
 def _path_id(item_id: str) -> str:
     if not isinstance(item_id, str) or not item_id:
         raise ValueError(f"id must be a non-empty string, got {item_id!r}")
@@ -189,6 +242,7 @@ def _path_id(item_id: str) -> str:
 
 
 def _fields(**kw: Any) -> dict[str, str]:
+    """Multipart form fields: None left out, booleans as true/false, mappings as JSON."""
     out = {}
     for k, v in kw.items():
         if v is None:
@@ -219,138 +273,284 @@ class _Upload:
         self.content_type = content_type or _CONTENT_TYPES.get(suffix, "application/octet-stream")
         self._start = file.tell() if hasattr(file, "tell") and not isinstance(file, bytes) else 0
 
-    def open(self) -> tuple[str, Any, str]:
+    @contextlib.contextmanager
+    def stream(self) -> Iterator[tuple[str, Any, str]]:
+        """(filename, bytes or a file positioned at the start, content type); a file opened
+        from a path is closed afterwards."""
         f = self.file
         if isinstance(f, bytes):
-            return (self.filename, f, self.content_type)
-        if isinstance(f, str | os.PathLike):
-            return (self.filename, open(f, "rb"), self.content_type)  # noqa: SIM115 - closed by caller
-        f.seek(self._start)
-        return (self.filename, f, self.content_type)
+            yield (self.filename, f, self.content_type)
+        elif isinstance(f, str | os.PathLike):
+            with open(f, "rb") as opened:
+                yield (self.filename, opened, self.content_type)
+        else:
+            f.seek(self._start)
+            yield (self.filename, f, self.content_type)
+
+    def read(self) -> bytes:
+        """The whole file (async httpx streams sync file objects poorly; uploads are bounded)."""
+        with self.stream() as (_, f, _ctype):
+            return f if isinstance(f, bytes) else f.read()
 
 
-def _error(resp: httpx.Response) -> PemtError:
-    code, message = "http_error", resp.text[:500] or resp.reason_phrase
-    try:
-        err = resp.json().get("error") or {}
-        code, message = err.get("code", code), err.get("message", message)
-    except (ValueError, AttributeError):
-        pass
-    return PemtError(resp.status_code, code, message, _retry_after(resp))
+@dataclass(frozen=True)
+class _Call:
+    """One request, built once and sent as is on every attempt."""
+
+    method: str
+    path: str
+    params: dict[str, Any] | None = None
+    json: dict[str, Any] | None = None
+    data: dict[str, str] | None = None
+    upload: _Upload | None = None
 
 
-def _retry_after(resp: httpx.Response) -> float | None:
-    v = resp.headers.get("retry-after")
-    if v is None:
-        return None
-    try:
-        return max(0.0, float(v))
-    except ValueError:
-        return None
+def _query_body(
+    id: str | None,
+    vector: Sequence[float] | None,
+    k: int,
+    filter: Mapping[str, Any] | None,
+    modality: str,
+    **extra: Any,
+) -> dict[str, Any]:
+    body = {
+        "id": id,
+        "vector": [float(x) for x in vector] if vector is not None else None,
+        "k": k,
+        "filter": dict(filter) if filter else None,
+        "modality": modality,
+        **extra,
+    }
+    return {key: v for key, v in body.items() if v is not None}
 
 
-def _query(file: Any, id: str | None, vector: Sequence[float] | None) -> None:
-    given = sum(x is not None for x in (file, id, vector))
-    if given != 1:
-        raise ValueError("pass exactly one of file=, id= or vector=")
+class _BaseClient:
+    """Settings, request building, retry rules and error mapping shared by both clients."""
 
-
-class _Config:
     def __init__(
         self,
         url: str | None,
         api_key: str | None,
-        timeout: float,
+        connect_timeout: float,
+        read_timeout: float,
         retries: int,
         backoff: float,
         max_wait: float,
     ) -> None:
-        url = url or os.environ.get("PEMT_URL") or "http://127.0.0.1:8000"
+        url = url or os.environ.get("PEMT_URL") or DEFAULT_URL
         if not url.startswith(("http://", "https://")):
             raise ValueError(f"url must start with http:// or https://, got {url!r}")
-        self.url = url.rstrip("/")
-        self.api_key = api_key if api_key is not None else os.environ.get("PEMT_API_KEY") or None
-        self.timeout = timeout
-        self.retries = retries
-        self.backoff = backoff
-        self.max_wait = max_wait
+        for name, value in (("connect_timeout", connect_timeout), ("read_timeout", read_timeout)):
+            if not value > 0:
+                raise ValueError(f"{name} must be > 0 seconds, got {value!r}")
+        self._url = url.rstrip("/")
+        self._api_key = api_key if api_key is not None else os.environ.get("PEMT_API_KEY") or None
+        # read/write/pool waits: read_timeout; opening a connection: connect_timeout
+        self._timeout = httpx.Timeout(read_timeout, connect=connect_timeout)
+        self._retries = retries
+        self._backoff = backoff
+        self._max_wait = max_wait
 
-    def headers(self) -> dict[str, str]:
+    @property
+    def url(self) -> str:
+        return self._url
+
+    def _headers(self) -> dict[str, str]:
         h = {"User-Agent": "pemt-client/0.1"}
-        if self.api_key:
-            h["X-API-Key"] = self.api_key
+        if self._api_key:
+            h["X-API-Key"] = self._api_key
         return h
 
-    def delay(self, attempt: int, resp: httpx.Response | None) -> float:
+    # --- one builder per route ---------------------------------------------------------------
+
+    def _embed_call(
+        self,
+        file: FileLike,
+        id: str | None,
+        metadata: Mapping[str, Any] | None,
+        store: bool,
+        window: float | None,
+        stride: float | None,
+        filename: str | None,
+        content_type: str | None,
+    ) -> _Call:
+        upload = _Upload(file, filename, content_type)
+        clip_id = id if id is not None else uuid.uuid4().hex  # fixed before the first attempt
+        data = _fields(id=clip_id, metadata=metadata, store=store, window=window, stride=stride)
+        return _Call("POST", "/embed", data=data, upload=upload)
+
+    def _query_call(
+        self,
+        path: str,
+        file: FileLike | None,
+        id: str | None,
+        vector: Sequence[float] | None,
+        k: int,
+        filter: Mapping[str, Any] | None,
+        modality: str,
+        window: float | None,
+        stride: float | None,
+        **extra: Any,
+    ) -> _Call:
+        """POST /search or /classify: a multipart upload, or JSON with an id or a vector."""
+        if sum(x is not None for x in (file, id, vector)) != 1:
+            raise ValueError("pass exactly one of file=, id= or vector=")
+        if file is not None:
+            data = _fields(
+                k=k, filter=filter, modality=modality, window=window, stride=stride, **extra
+            )
+            return _Call("POST", path, data=data, upload=_Upload(file, None, None))
+        if window is not None or stride is not None:
+            raise ValueError("window= and stride= apply to a file= query (it is embedded first)")
+        return _Call("POST", path, json=_query_body(id, vector, k, filter, modality, **extra))
+
+    def _search_call(
+        self,
+        file: FileLike | None,
+        id: str | None,
+        vector: Sequence[float] | None,
+        k: int,
+        filter: Mapping[str, Any] | None,
+        modality: str,
+        window: float | None,
+        stride: float | None,
+    ) -> _Call:
+        return self._query_call("/search", file, id, vector, k, filter, modality, window, stride)
+
+    def _classify_call(
+        self,
+        file: FileLike | None,
+        id: str | None,
+        vector: Sequence[float] | None,
+        k: int,
+        filter: Mapping[str, Any] | None,
+        modality: str,
+        label_key: str,
+        window: float | None,
+        stride: float | None,
+    ) -> _Call:
+        return self._query_call(
+            "/classify", file, id, vector, k, filter, modality, window, stride, label_key=label_key
+        )
+
+    def _get_call(self, id: str, vectors: bool) -> _Call:
+        return _Call("GET", f"/clips/{_path_id(id)}", params={"vectors": vectors})
+
+    def _delete_call(self, id: str) -> _Call:
+        return _Call("DELETE", f"/clips/{_path_id(id)}")
+
+    def _list_call(self, offset: int, limit: int, clip_id: str | None) -> _Call:
+        params: dict[str, Any] = {"offset": offset, "limit": limit}
+        if clip_id:
+            params["clip_id"] = clip_id
+        return _Call("GET", "/clips", params=params)
+
+    def _thumbnail_call(self, id: str) -> _Call:
+        return _Call("GET", f"/clips/{_path_id(id)}/thumbnail")
+
+    def _media_call(self, id: str) -> _Call:
+        return _Call("GET", f"/clips/{_path_id(id)}/media")
+
+    def _info_call(self) -> _Call:
+        return _Call("GET", "/info")
+
+    # --- retries and failures ----------------------------------------------------------------
+
+    def _delay(self, attempt: int, resp: httpx.Response | None) -> float:
         ra = _retry_after(resp) if resp is not None else None
-        d = ra if ra is not None else self.backoff * (2**attempt)
-        return min(d, self.max_wait)
+        d = ra if ra is not None else self._backoff * (2**attempt)
+        return min(d, self._max_wait)
+
+    def _outcome(
+        self, call: _Call, attempt: int, resp: httpx.Response | None, error: Exception | None
+    ) -> httpx.Response | float:
+        """The answer to return, or seconds to wait before the next attempt; raises PemtError
+        when there is nothing left to try."""
+        if error is not None:
+            if isinstance(error, _RETRY_ERRORS) and attempt < self._retries:
+                return self._delay(attempt, None)
+            raise self._failure(call, error, attempt + 1) from None
+        assert resp is not None
+        if resp.status_code < 400:
+            return resp
+        if resp.status_code not in _RETRY_STATUS or attempt >= self._retries:
+            raise _error(resp)
+        return self._delay(attempt, resp)
+
+    def _failure(self, call: _Call, e: Exception, attempts: int) -> PemtError:
+        what = f"{call.method} {self._url}{call.path}"
+        tries = f"{attempts} attempt{'s' if attempts > 1 else ''}"
+        if isinstance(e, httpx.ConnectError | httpx.ConnectTimeout):
+            return PemtError(
+                0,
+                "unreachable",
+                f"{what}: cannot connect ({str(e) or type(e).__name__}; {tries}); is the service "
+                f"running there? Set the URL with --url or $PEMT_URL (default {DEFAULT_URL})",
+            )
+        if isinstance(e, httpx.TimeoutException):
+            return PemtError(
+                0,
+                "timeout",
+                f"{what}: no answer within read_timeout={self._timeout.read} s; the service may "
+                "still be working on it: raise read_timeout (pemt-client --read-timeout)",
+            )
+        if isinstance(e, httpx.RemoteProtocolError | httpx.ReadError):
+            return PemtError(
+                0,
+                "disconnected",
+                f"{what}: the connection broke before the answer ({str(e) or type(e).__name__}; "
+                f"{tries})",
+            )
+        return PemtError(0, "transport", f"{what}: {type(e).__name__}: {e}")
 
 
-# --- sync ---------------------------------------------------------------------------------------
+# --- sync ----------------------------------------------------------------------------------------
 
 
-class PemtClient:
-    """Blocking client. ``url`` defaults to ``$PEMT_URL``, ``api_key`` to ``$PEMT_API_KEY``."""
+class PemtClient(_BaseClient):
+    """Blocking client (see the module docstring for defaults, retries and errors)."""
 
     def __init__(
         self,
         url: str | None = None,
         *,
         api_key: str | None = None,
-        timeout: float = 300.0,
+        connect_timeout: float = 5.0,
+        read_timeout: float = 300.0,
         retries: int = 4,
         backoff: float = 0.5,
         max_wait: float = 30.0,
         transport: httpx.BaseTransport | None = None,
     ) -> None:
-        self._cfg = _Config(url, api_key, timeout, retries, backoff, max_wait)
+        super().__init__(url, api_key, connect_timeout, read_timeout, retries, backoff, max_wait)
         self._http = httpx.Client(
-            base_url=self._cfg.url,
-            headers=self._cfg.headers(),
-            timeout=timeout,
-            transport=transport,
+            base_url=self._url, headers=self._headers(), timeout=self._timeout, transport=transport
         )
 
-    @property
-    def url(self) -> str:
-        return self._cfg.url
+    def _send_once(self, call: _Call) -> httpx.Response:
+        if call.upload is None:
+            return self._http.request(
+                call.method, call.path, params=call.params, json=call.json, data=call.data
+            )
+        with call.upload.stream() as file:
+            return self._http.request(
+                call.method, call.path, params=call.params, data=call.data, files={"file": file}
+            )
 
-    def _request(
-        self,
-        method: str,
-        path: str,
-        *,
-        upload: _Upload | None = None,
-        data: dict[str, str] | None = None,
-        **kw: Any,
-    ) -> httpx.Response:
+    def _send(self, call: _Call) -> httpx.Response:
         attempt = 0
         while True:
-            files = None
-            opened = None
-            if upload is not None:
-                opened = upload.open()
-                files = {"file": opened}
             resp: httpx.Response | None = None
+            error: Exception | None = None
             try:
-                resp = self._http.request(method, path, files=files, data=data, **kw)
-            except (httpx.ConnectError, httpx.RemoteProtocolError) as e:
-                if attempt >= self._cfg.retries:
-                    raise PemtError(0, "unreachable", f"{self._cfg.url}: {e}") from None
-            finally:
-                if opened is not None and isinstance(upload.file, str | os.PathLike):  # type: ignore[union-attr]
-                    opened[1].close()
-            if resp is not None:
-                if resp.status_code < 400:
-                    return resp
-                if resp.status_code not in _RETRY_STATUS or attempt >= self._cfg.retries:
-                    raise _error(resp)
-            time.sleep(self._cfg.delay(attempt, resp))
+                resp = self._send_once(call)
+            except httpx.HTTPError as e:
+                error = e
+            outcome = self._outcome(call, attempt, resp, error)
+            if isinstance(outcome, httpx.Response):
+                return outcome
+            time.sleep(outcome)
             attempt += 1
-
-    def _json(self, method: str, path: str, **kw: Any) -> Any:
-        return self._request(method, path, **kw).json()
 
     def embed(
         self,
@@ -364,10 +564,10 @@ class PemtClient:
         filename: str | None = None,
         content_type: str | None = None,
     ) -> EmbedResult:
-        """Embed a video (path, bytes or binary file); one item per window."""
-        up = _Upload(file, filename, content_type)
-        data = _fields(id=id, metadata=metadata, store=store, window=window, stride=stride)
-        return _parse_embed(self._json("POST", "/embed", upload=up, data=data))
+        """Embed a video (path, bytes or binary file); one item per window. Without ``id`` one
+        is generated here (32 hex), so retries replace rather than duplicate."""
+        call = self._embed_call(file, id, metadata, store, window, stride, filename, content_type)
+        return _parse_embed(self._send(call).json())
 
     def search(
         self,
@@ -378,24 +578,13 @@ class PemtClient:
         k: int = 10,
         filter: Mapping[str, Any] | None = None,
         modality: Modality = "fused",
+        window: float | None = None,
+        stride: float | None = None,
     ) -> SearchResult:
-        """Nearest stored items to an upload, a stored id (left out of the results) or a vector."""
-        _query(file, id, vector)
-        if file is not None:
-            data = _fields(k=k, filter=filter, modality=modality)
-            return _parse_search(
-                self._json("POST", "/search", upload=_Upload(file, None, None), data=data)
-            )
-        body = {
-            "id": id,
-            "vector": list(map(float, vector)) if vector is not None else None,
-            "k": k,
-            "filter": dict(filter) if filter else None,
-            "modality": modality,
-        }
-        return _parse_search(
-            self._json("POST", "/search", json={k_: v for k_, v in body.items() if v is not None})
-        )
+        """Nearest stored items to an upload (``window``/``stride`` cut it like ``embed``), a
+        stored id (its whole clip is left out of the results) or a vector."""
+        call = self._search_call(file, id, vector, k, filter, modality, window, stride)
+        return _parse_search(self._send(call).json())
 
     def classify(
         self,
@@ -404,39 +593,26 @@ class PemtClient:
         id: str | None = None,
         vector: Sequence[float] | None = None,
         k: int = 10,
-        label_key: str = "label",
+        filter: Mapping[str, Any] | None = None,
         modality: Modality = "fused",
+        label_key: str = "label",
+        window: float | None = None,
+        stride: float | None = None,
     ) -> Classification:
-        """k-NN label vote for an upload, a stored id or a vector."""
-        _query(file, id, vector)
-        if file is not None:
-            data = _fields(k=k, label_key=label_key, modality=modality)
-            return _parse_classify(
-                self._json("POST", "/classify", upload=_Upload(file, None, None), data=data)
-            )
-        body = {
-            "id": id,
-            "vector": list(map(float, vector)) if vector is not None else None,
-            "k": k,
-            "label_key": label_key,
-            "modality": modality,
-        }
-        return _parse_classify(
-            self._json("POST", "/classify", json={k_: v for k_, v in body.items() if v is not None})
-        )
+        """k-NN vote on ``label_key`` among the neighbours (matching ``filter``) of an upload,
+        a stored id or a vector."""
+        call = self._classify_call(file, id, vector, k, filter, modality, label_key, window, stride)
+        return _parse_classify(self._send(call).json())
 
     def get(self, id: str, *, vectors: bool = False) -> Clip:
-        return _clip(self._json("GET", f"/clips/{_path_id(id)}", params={"vectors": vectors}))
+        return _clip(self._send(self._get_call(id, vectors)).json())
 
     def delete(self, id: str) -> int:
         """Delete an item, or every window of a clip id; returns how many were removed."""
-        return int(self._json("DELETE", f"/clips/{_path_id(id)}")["deleted"])
+        return int(self._send(self._delete_call(id)).json()["deleted"])
 
     def list(self, offset: int = 0, limit: int = 100, *, clip_id: str | None = None) -> ClipPage:
-        params: dict[str, Any] = {"offset": offset, "limit": limit}
-        if clip_id:
-            params["clip_id"] = clip_id
-        return _parse_page(self._json("GET", "/clips", params=params))
+        return _parse_page(self._send(self._list_call(offset, limit, clip_id)).json())
 
     def iter_clips(self, page_size: int = 100) -> Iterator[Clip]:
         offset = 0
@@ -448,10 +624,15 @@ class PemtClient:
                 return
 
     def thumbnail(self, id: str) -> bytes:
-        return self._request("GET", f"/clips/{_path_id(id)}/thumbnail").content
+        """The window's middle frame as JPEG."""
+        return self._send(self._thumbnail_call(id)).content
+
+    def media(self, id: str) -> bytes:
+        """The clip's source file as uploaded (when the service keeps it)."""
+        return self._send(self._media_call(id)).content
 
     def info(self) -> dict[str, Any]:
-        return dict(self._json("GET", "/info"))
+        return dict(self._send(self._info_call()).json())
 
     def ready(self) -> bool:
         try:
@@ -469,71 +650,52 @@ class PemtClient:
         self.close()
 
 
-# --- async --------------------------------------------------------------------------------------
+# --- async ---------------------------------------------------------------------------------------
 
 
-class AsyncPemtClient:
-    """The async twin of :class:`PemtClient` (same methods, awaitable)."""
+class AsyncPemtClient(_BaseClient):
+    """The async twin of :class:`PemtClient` (same methods and arguments, awaitable)."""
 
     def __init__(
         self,
         url: str | None = None,
         *,
         api_key: str | None = None,
-        timeout: float = 300.0,
+        connect_timeout: float = 5.0,
+        read_timeout: float = 300.0,
         retries: int = 4,
         backoff: float = 0.5,
         max_wait: float = 30.0,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
-        self._cfg = _Config(url, api_key, timeout, retries, backoff, max_wait)
+        super().__init__(url, api_key, connect_timeout, read_timeout, retries, backoff, max_wait)
         self._http = httpx.AsyncClient(
-            base_url=self._cfg.url,
-            headers=self._cfg.headers(),
-            timeout=timeout,
-            transport=transport,
+            base_url=self._url, headers=self._headers(), timeout=self._timeout, transport=transport
         )
 
-    @property
-    def url(self) -> str:
-        return self._cfg.url
+    async def _send_once(self, call: _Call) -> httpx.Response:
+        files = None
+        if call.upload is not None:
+            u = call.upload
+            files = {"file": (u.filename, u.read(), u.content_type)}
+        return await self._http.request(
+            call.method, call.path, params=call.params, json=call.json, data=call.data, files=files
+        )
 
-    async def _request(
-        self,
-        method: str,
-        path: str,
-        *,
-        upload: _Upload | None = None,
-        data: dict[str, str] | None = None,
-        **kw: Any,
-    ) -> httpx.Response:
+    async def _send(self, call: _Call) -> httpx.Response:
         attempt = 0
         while True:
-            files = None
-            content: bytes | None = None
-            if upload is not None:
-                name, f, ctype = upload.open()
-                # read here: async httpx streams sync file objects poorly; uploads are bounded
-                content = f if isinstance(f, bytes) else f.read()
-                if isinstance(upload.file, str | os.PathLike):
-                    f.close()
-                files = {"file": (name, content, ctype)}
             resp: httpx.Response | None = None
+            error: Exception | None = None
             try:
-                resp = await self._http.request(method, path, files=files, data=data, **kw)
-            except (httpx.ConnectError, httpx.RemoteProtocolError) as e:
-                if attempt >= self._cfg.retries:
-                    raise PemtError(0, "unreachable", f"{self._cfg.url}: {e}") from None
-            if resp is not None:
-                if resp.status_code < 400:
-                    return resp
-                if resp.status_code not in _RETRY_STATUS or attempt >= self._cfg.retries:
-                    raise _error(resp)
-            await asyncio.sleep(self._cfg.delay(attempt, resp))
+                resp = await self._send_once(call)
+            except httpx.HTTPError as e:
+                error = e
+            outcome = self._outcome(call, attempt, resp, error)
+            if isinstance(outcome, httpx.Response):
+                return outcome
+            await asyncio.sleep(outcome)
             attempt += 1
-
-    async def _json(self, method: str, path: str, **kw: Any) -> Any:
-        return (await self._request(method, path, **kw)).json()
 
     async def embed(
         self,
@@ -547,9 +709,8 @@ class AsyncPemtClient:
         filename: str | None = None,
         content_type: str | None = None,
     ) -> EmbedResult:
-        up = _Upload(file, filename, content_type)
-        data = _fields(id=id, metadata=metadata, store=store, window=window, stride=stride)
-        return _parse_embed(await self._json("POST", "/embed", upload=up, data=data))
+        call = self._embed_call(file, id, metadata, store, window, stride, filename, content_type)
+        return _parse_embed((await self._send(call)).json())
 
     async def search(
         self,
@@ -560,25 +721,11 @@ class AsyncPemtClient:
         k: int = 10,
         filter: Mapping[str, Any] | None = None,
         modality: Modality = "fused",
+        window: float | None = None,
+        stride: float | None = None,
     ) -> SearchResult:
-        _query(file, id, vector)
-        if file is not None:
-            data = _fields(k=k, filter=filter, modality=modality)
-            return _parse_search(
-                await self._json("POST", "/search", upload=_Upload(file, None, None), data=data)
-            )
-        body = {
-            "id": id,
-            "vector": list(map(float, vector)) if vector is not None else None,
-            "k": k,
-            "filter": dict(filter) if filter else None,
-            "modality": modality,
-        }
-        return _parse_search(
-            await self._json(
-                "POST", "/search", json={k_: v for k_, v in body.items() if v is not None}
-            )
-        )
+        call = self._search_call(file, id, vector, k, filter, modality, window, stride)
+        return _parse_search((await self._send(call)).json())
 
     async def classify(
         self,
@@ -587,41 +734,25 @@ class AsyncPemtClient:
         id: str | None = None,
         vector: Sequence[float] | None = None,
         k: int = 10,
-        label_key: str = "label",
+        filter: Mapping[str, Any] | None = None,
         modality: Modality = "fused",
+        label_key: str = "label",
+        window: float | None = None,
+        stride: float | None = None,
     ) -> Classification:
-        _query(file, id, vector)
-        if file is not None:
-            data = _fields(k=k, label_key=label_key, modality=modality)
-            return _parse_classify(
-                await self._json("POST", "/classify", upload=_Upload(file, None, None), data=data)
-            )
-        body = {
-            "id": id,
-            "vector": list(map(float, vector)) if vector is not None else None,
-            "k": k,
-            "label_key": label_key,
-            "modality": modality,
-        }
-        return _parse_classify(
-            await self._json(
-                "POST", "/classify", json={k_: v for k_, v in body.items() if v is not None}
-            )
-        )
+        call = self._classify_call(file, id, vector, k, filter, modality, label_key, window, stride)
+        return _parse_classify((await self._send(call)).json())
 
     async def get(self, id: str, *, vectors: bool = False) -> Clip:
-        return _clip(await self._json("GET", f"/clips/{_path_id(id)}", params={"vectors": vectors}))
+        return _clip((await self._send(self._get_call(id, vectors))).json())
 
     async def delete(self, id: str) -> int:
-        return int((await self._json("DELETE", f"/clips/{_path_id(id)}"))["deleted"])
+        return int((await self._send(self._delete_call(id))).json()["deleted"])
 
     async def list(
         self, offset: int = 0, limit: int = 100, *, clip_id: str | None = None
     ) -> ClipPage:
-        params: dict[str, Any] = {"offset": offset, "limit": limit}
-        if clip_id:
-            params["clip_id"] = clip_id
-        return _parse_page(await self._json("GET", "/clips", params=params))
+        return _parse_page((await self._send(self._list_call(offset, limit, clip_id))).json())
 
     async def iter_clips(self, page_size: int = 100) -> AsyncIterator[Clip]:
         offset = 0
@@ -634,10 +765,13 @@ class AsyncPemtClient:
                 return
 
     async def thumbnail(self, id: str) -> bytes:
-        return (await self._request("GET", f"/clips/{_path_id(id)}/thumbnail")).content
+        return (await self._send(self._thumbnail_call(id))).content
+
+    async def media(self, id: str) -> bytes:
+        return (await self._send(self._media_call(id))).content
 
     async def info(self) -> dict[str, Any]:
-        return dict(await self._json("GET", "/info"))
+        return dict((await self._send(self._info_call())).json())
 
     async def ready(self) -> bool:
         try:

@@ -7,7 +7,8 @@
 
 ``AsyncTritonEmbedder.stream_file`` does the same over one bidirectional gRPC stream
 (``tritonclient.grpc.aio``): windows go out as they are decoded, results come back in order.
-On start, the served model's inputs and outputs are checked against :mod:`pemt.spec`.
+On start, the served model's inputs and outputs are checked against :mod:`pemt.spec`
+(``pemt.spec.check_served``); requests are built by ``pemt.spec.triton_request``.
 The model config comes from the served model (a ``pemt.config`` parameter in config.pbtxt) or
 ``config`` (a variant name, JSON path or ModelConfig).
 """
@@ -23,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from pemt.config import ModelConfig, load_config
-from pemt.spec import TensorSpec, model_inputs, model_outputs
+from pemt.spec import TensorSpec, check_served, model_inputs, model_outputs, triton_request
 
 __all__ = ["AsyncTritonEmbedder", "TritonEmbedder", "TritonModelError", "check_served_model"]
 
@@ -53,33 +54,28 @@ def check_served_model(
     cfg: ModelConfig, metadata: dict[str, Any], model_config: dict[str, Any]
 ) -> None:
     """Raise TritonModelError unless the served tensors match pemt.spec for ``cfg``."""
-    batched = int(model_config.get("max_batch_size", 0) or 0) > 0
-    served = {t["name"]: t for t in metadata.get("inputs", [])}
-    for spec in model_inputs(cfg):
-        t = served.get(spec.name)
-        if t is None:
-            raise TritonModelError(f"served model lacks input {spec.name!r} (has {sorted(served)})")
-        dims = [int(d) for d in t["shape"]][1 if batched else 0 :]
-        if (
-            t["datatype"] != spec.wire_dtype
-            or len(dims) != len(spec.shape)
-            or any(g != -1 and w != -1 and g != w for g, w in zip(dims, spec.shape, strict=True))
-        ):
-            raise TritonModelError(
-                f"served input {spec.name} is {t['datatype']}{t['shape']}, pemt.spec says "
-                f"{spec.wire_dtype}(batch, *{spec.shape}) for config {cfg.name!r}"
-            )
-    outs = {t["name"] for t in metadata.get("outputs", [])}
-    missing = [s.name for s in model_outputs(cfg) if s.name not in outs]
-    if missing:
-        raise TritonModelError(f"served model lacks outputs {missing}")
+    problems = check_served(
+        model_inputs(cfg),
+        model_outputs(cfg),
+        [(t["name"], t["datatype"], t["shape"]) for t in metadata.get("inputs", [])],
+        [(t["name"], t["datatype"], t["shape"]) for t in metadata.get("outputs", [])],
+        batch_axis=int(model_config.get("max_batch_size", 0) or 0) > 0,
+    )
+    if problems:
+        raise TritonModelError(
+            f"served model {model_config.get('name')!r} does not match pemt.spec for config "
+            f"{cfg.name!r}: {'; '.join(problems)}; pass the config it was exported with"
+        )
 
 
-def _check_batch(specs: list[TensorSpec], inputs: dict[str, np.ndarray]) -> None:
+def _batch_size(specs: list[TensorSpec], inputs: dict[str, np.ndarray]) -> int:
     for s in specs:
         if s.name not in inputs:
             raise ValueError(f"missing input {s.name!r}; inputs are {[x.name for x in specs]}")
-        s.check(inputs[s.name])
+    sizes = {len(inputs[s.name]) for s in specs}
+    if len(sizes) != 1:
+        raise ValueError(f"all inputs need the same batch size, got {sorted(sizes)}")
+    return sizes.pop()
 
 
 def _window_batch(window: Any) -> dict[str, np.ndarray]:
@@ -123,25 +119,26 @@ class TritonEmbedder:
         served_max = int(mc.get("max_batch_size", 0) or 0)
         self.max_batch = min(max_batch or served_max or 8, served_max or 1 << 30)
         self._inputs = model_inputs(self.cfg)
-        self._outputs = [s.name for s in model_outputs(self.cfg)]
+        self._output_specs = model_outputs(self.cfg)
+        self._outputs = [s.name for s in self._output_specs]
 
     def infer(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Model inputs (batch first, pemt.spec) -> outputs; splits into chunks of max_batch."""
-        _check_batch(self._inputs, inputs)
-        n = inputs["frames"].shape[0]
+        requests = [
+            triton_request(
+                self._grpc,
+                self._inputs,
+                {k: v[i : i + self.max_batch] for k, v in inputs.items()},
+                self._output_specs,
+            )
+            for i in range(0, _batch_size(self._inputs, inputs), self.max_batch)
+        ]  # all built (and checked against pemt.spec) before the first is sent
         parts = []
-        for i in range(0, n, self.max_batch):
-            reqs = []
-            for s in self._inputs:
-                arr = np.ascontiguousarray(inputs[s.name][i : i + self.max_batch])
-                inp = self._grpc.InferInput(s.name, list(arr.shape), s.wire_dtype)
-                inp.set_data_from_numpy(arr)
-                reqs.append(inp)
-            outs = [self._grpc.InferRequestedOutput(n_) for n_ in self._outputs]
+        for reqs, outs in requests:
             res = self._client.infer(
                 self.model_name, reqs, outputs=outs, client_timeout=self.timeout_s
             )
-            parts.append({n_: res.as_numpy(n_) for n_ in self._outputs})
+            parts.append({n: res.as_numpy(n) for n in self._outputs})
         return {k: np.concatenate([p[k] for p in parts]) for k in self._outputs}
 
     def embed_file(
@@ -187,7 +184,8 @@ class AsyncTritonEmbedder:
         self._client, self.url, self.model_name, self.cfg = client, url, model_name, cfg
         self.timeout_s = timeout_s
         self._inputs = model_inputs(cfg)
-        self._outputs = [s.name for s in model_outputs(cfg)]
+        self._output_specs = model_outputs(cfg)
+        self._outputs = [s.name for s in self._output_specs]
 
     @classmethod
     async def create(
@@ -218,13 +216,8 @@ class AsyncTritonEmbedder:
     def _request(self, inputs: dict[str, np.ndarray], request_id: str) -> dict[str, Any]:
         import tritonclient.grpc.aio as aio
 
-        reqs = []
-        for s in self._inputs:
-            arr = np.ascontiguousarray(inputs[s.name])
-            inp = aio.InferInput(s.name, list(arr.shape), s.wire_dtype)
-            inp.set_data_from_numpy(arr)
-            reqs.append(inp)
-        outs = [aio.InferRequestedOutput(n) for n in self._outputs]
+        _batch_size(self._inputs, inputs)
+        reqs, outs = triton_request(aio, self._inputs, inputs, self._output_specs)
         return {
             "model_name": self.model_name,
             "inputs": reqs,
@@ -233,7 +226,6 @@ class AsyncTritonEmbedder:
         }
 
     async def infer(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        _check_batch(self._inputs, inputs)
         req = self._request(inputs, "0")
         res = await self._client.infer(
             req["model_name"], req["inputs"], outputs=req["outputs"], client_timeout=self.timeout_s
@@ -244,13 +236,12 @@ class AsyncTritonEmbedder:
         self, batches: Iterable[dict[str, np.ndarray]]
     ) -> AsyncIterator[dict[str, np.ndarray]]:
         """Send every batch over one gRPC stream; yield outputs in the order sent."""
-        items = list(batches)
-        for b in items:
-            _check_batch(self._inputs, b)
+        # all built (and checked against pemt.spec) before the stream opens
+        items = [self._request(b, str(i)) for i, b in enumerate(batches)]
 
         async def requests() -> AsyncIterator[dict[str, Any]]:
-            for i, b in enumerate(items):
-                yield self._request(b, str(i))
+            for item in items:
+                yield item
 
         got: dict[int, dict[str, np.ndarray]] = {}
         nxt = 0

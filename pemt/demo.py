@@ -9,7 +9,8 @@
 
 Every step prints the command it runs. With a terminal attached the service keeps running
 until Ctrl-C; without one (scripts, CI) it stops after the demo. ``--serve``/``--no-serve``
-override that. Environment: PEMT_DEMO_PORT (default 8000), PEMT_DEMO_STEPS (training steps).
+override that. Environment: PEMT_DEMO_PORT (default 8080, where pemt-client and the SDK look),
+PEMT_DEMO_STEPS (training steps).
 """
 
 from __future__ import annotations
@@ -118,7 +119,7 @@ def start_service(repo: Path, port: int) -> subprocess.Popen[bytes]:
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, start_new_session=True)
     from clients.sdk import PemtClient
 
-    with PemtClient(f"http://127.0.0.1:{port}", retries=0, timeout=5) as c:
+    with PemtClient(f"http://127.0.0.1:{port}", retries=0, read_timeout=5) as c:
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
             if proc.poll() is not None:
@@ -184,7 +185,7 @@ def main() -> int:
     t0 = time.perf_counter()
     CACHE.mkdir(parents=True, exist_ok=True)
     repo = prepare_model(int(os.environ.get("PEMT_DEMO_STEPS", "400")))
-    port = _free_port(int(os.environ.get("PEMT_DEMO_PORT", "8000")))
+    port = _free_port(int(os.environ.get("PEMT_DEMO_PORT", "8080")))
     proc = start_service(repo, port)
     url = f"http://127.0.0.1:{port}"
     try:

@@ -147,15 +147,16 @@ def build_test_repository(
     triton_backend: str = "python",
     timeout: float = 300.0,
 ) -> Path:
-    """A randomly initialised (and perturbed) ``config`` model exported the real way (``export/build_engine.py``)
-    into the model repository ``out`` (``out/pemt/config.pbtxt``, ``out/pemt/1/model.onnx``).
+    """A randomly initialised (and perturbed) ``config`` model exported the real way
+    (``export/build_engine.py``) into the model repository ``out`` (``out/pemt/config.pbtxt``,
+    ``out/pemt/1/model.onnx``); an ``out`` that already holds a pemt model is returned as it is.
 
     The python Triton backend makes the same repository servable by the CPU tritonserver of
     nvidia-pytriton and by the embedded ONNX backend. Runs in subprocesses (they import torch;
     the caller need not). Returns ``out``.
     """
     out = Path(out)
-    if (out / "pemt" / "1" / "model.onnx").is_file():
+    if any(out.glob("pemt/*/model.onnx")):
         return out
     root = Path(__file__).resolve().parent.parent
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -151,7 +151,18 @@ def sample_media(media_dir: Path) -> dict[str, Path]:
 @pytest.fixture(scope="session")
 def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny model exported the real way (export/build_engine.py, python Triton backend), once
-    per session: what the service, client, browser and Triton-backend tests serve."""
+    per session: what the service, client, browser and Triton-backend tests serve.
+
+    ``PEMT_TEST_REPOSITORY`` names one exported beforehand (``make test-lowest`` runs the server's
+    tests in a venv without torch, on a repository the main venv exported)."""
+    import os
+
     from server.testing import build_test_repository
 
+    given = os.environ.get("PEMT_TEST_REPOSITORY")
+    if given:
+        path = Path(given)
+        if not list(path.glob("pemt/*/model.onnx")):
+            pytest.fail(f"PEMT_TEST_REPOSITORY={given} holds no pemt/<version>/model.onnx")
+        return path
     return build_test_repository(tmp_path_factory.getbasetemp() / "pemt-tiny" / "repo")

@@ -1,16 +1,22 @@
 """clients.sdk (sync + async), the pemt-client CLI, against the real service; retry rules
-against httpx.MockTransport (a 429 sequence on demand)."""
+against httpx.MockTransport (a 429 sequence on demand); timeouts against real sockets that never
+answer; idempotent retries through a real proxy that loses an answer; the SDK's request fields
+against the service's OpenAPI schema."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import re
+import socket
 import subprocess
 import sys
 import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -81,6 +87,15 @@ def test_sync_client_round_trip(server: ServerProcess, media: dict[str, Path]) -
         cls = c.classify(file=media["dog2"], k=2)
         assert cls.label == "dog" and set(cls.scores) == {"dog"}
         assert c.classify(id="cat0", k=1).label == "cat"
+        # classify's filter and a file query's window/stride reach the service
+        assert c.classify(file=media["dog2"], k=2, filter={"label": "cat"}).label == "cat"
+        assert c.classify(vector=q.items[0].embedding, k=3, filter={"label": "dog"}).label == "dog"
+        assert c.search(file=media["long"], k=1, window=2, stride=1).ids
+        with pytest.raises(PemtError) as e:
+            c.search(file=media["long"], stride=0.5)
+        assert e.value.status == 400 and e.value.code == "invalid_stride"
+        with pytest.raises(ValueError, match="window= and stride= apply to a file= query"):
+            c.search(id="cat0", window=2)
 
         clip = c.get("long#w1", vectors=True)
         assert (
@@ -270,3 +285,276 @@ def test_console_script(server: ServerProcess) -> None:
         timeout=60,
     )
     assert res.returncode == 0 and "items" in json.loads(res.stdout)
+
+
+# --- timeouts: real sockets that never answer ---------------------------------------------------
+
+
+@contextlib.contextmanager
+def _silent_server() -> Iterator[str]:
+    """A listening socket that never accepts: connections complete (the kernel's backlog), the
+    request goes out, no answer ever comes."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen(8)
+        yield f"http://127.0.0.1:{s.getsockname()[1]}"
+
+
+@contextlib.contextmanager
+def _full_backlog_server() -> Iterator[str]:
+    """A listening socket whose accept queue is full: new connections are never set up (the
+    kernel drops their SYNs), so connecting times out."""
+    with socket.socket() as s, contextlib.ExitStack() as stack:
+        s.bind(("127.0.0.1", 0))
+        s.listen(0)
+        port = s.getsockname()[1]
+        for _ in range(4):
+            c = stack.enter_context(socket.socket())
+            c.setblocking(False)
+            with contextlib.suppress(BlockingIOError):
+                c.connect(("127.0.0.1", port))
+        time.sleep(0.1)
+        yield f"http://127.0.0.1:{port}"
+
+
+def test_read_and_connect_timeouts_raise_pemt_error(
+    media: dict[str, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    with _silent_server() as url:
+        t0 = time.monotonic()
+        with PemtClient(url, read_timeout=0.3, retries=3) as c, pytest.raises(PemtError) as e:
+            c.embed(media["cat0"])
+        assert e.value.status == 0 and e.value.code == "timeout", e.value
+        assert "read_timeout=0.3" in e.value.message
+        assert time.monotonic() - t0 < 3  # not retried: the service may still be working
+
+        async def run() -> PemtError:
+            async with AsyncPemtClient(url, read_timeout=0.3) as c:
+                with pytest.raises(PemtError) as e:
+                    await c.list()
+                return e.value
+
+        assert asyncio.run(run()).code == "timeout"
+        assert cli_main(["--url", url, "--read-timeout", "0.3", "list"]) == 1
+        err = capsys.readouterr().err
+        assert err.startswith("pemt-client: timeout:") and err.count("\n") == 1, err
+    with _full_backlog_server() as url:
+        t0 = time.monotonic()
+        with (
+            PemtClient(url, connect_timeout=0.2, read_timeout=60, retries=1, backoff=0.05) as c,
+            pytest.raises(PemtError) as e,
+        ):
+            c.list()
+        assert e.value.code == "unreachable" and "2 attempts" in e.value.message, e.value
+        assert time.monotonic() - t0 < 5  # the connect timeout, not the 60-s read timeout
+    with pytest.raises(ValueError, match="read_timeout must be > 0"):
+        PemtClient(read_timeout=0)
+
+
+# --- retries are idempotent: an answer lost on the way back -------------------------------------
+
+
+class _LosingProxy:
+    """A TCP proxy to ``upstream`` that, for the next ``lose`` connections, forwards the request
+    and waits for the start of the answer (the service has done the work), then closes the
+    client's connection without passing the answer on. Real sockets on loopback."""
+
+    def __init__(self, upstream: str) -> None:
+        host, port = upstream.removeprefix("http://").split(":")
+        self.upstream = (host, int(port))
+        self.lose = 0
+        self.lost = 0
+        self._sock = socket.socket()
+        self._sock.bind(("127.0.0.1", 0))
+        self._sock.listen(16)
+        self._sock.settimeout(0.2)
+        self.url = f"http://127.0.0.1:{self._sock.getsockname()[1]}"
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        while not self._stop.is_set():
+            try:
+                client, _ = self._sock.accept()
+            except TimeoutError:
+                continue
+            losing = self.lose > 0
+            self.lose -= losing
+            threading.Thread(target=self._handle, args=(client, losing), daemon=True).start()
+
+    def _handle(self, client: socket.socket, losing: bool) -> None:
+        with client, socket.create_connection(self.upstream) as up:
+            threading.Thread(target=self._pump, args=(client, up), daemon=True).start()
+            first = up.recv(65536)  # the service answered: the request was handled
+            if losing:
+                self.lost += 1
+                client.shutdown(socket.SHUT_RDWR)
+                return
+            while first:
+                client.sendall(first)
+                first = up.recv(65536)
+
+    @staticmethod
+    def _pump(src: socket.socket, dst: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            while data := src.recv(65536):
+                dst.sendall(data)
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+        self._sock.close()
+
+
+def test_retried_embed_without_id_stores_the_clip_once(
+    server: ServerProcess, media: dict[str, Path]
+) -> None:
+    proxy = _LosingProxy(server.url)
+    try:
+        with PemtClient(server.url, api_key=KEY) as direct:
+            before = direct.list(limit=1).total
+            with PemtClient(proxy.url, api_key=KEY, backoff=0.05) as c:
+                proxy.lose = 1
+                res = c.embed(media["dog2"], metadata={"label": "lost"})
+            assert proxy.lost == 1  # the first answer never arrived; the retry's did
+
+            async def run() -> list[str]:
+                async with AsyncPemtClient(proxy.url, api_key=KEY, backoff=0.05) as a:
+                    proxy.lose = 1
+                    return (await a.embed(media["cat2"], metadata={"label": "lost"})).ids
+
+            ids = asyncio.run(run())
+            assert proxy.lost == 2
+            # each clip stored once, under the id the client generated before its first attempt
+            assert direct.list(limit=1).total == before + 2
+            assert len(res.ids) == 1 and len(res.ids[0]) == 32 and len(ids) == 1
+            for item_id in (*res.ids, *ids):
+                assert direct.get(item_id).metadata["label"] == "lost"
+                assert direct.delete(item_id) == 1
+    finally:
+        proxy.close()
+
+
+# --- the SDK sends what the service's schema describes, all of it -------------------------------
+
+# every operation of the service and the SDK method that sends it (health/metrics are for ops)
+OPERATIONS = {
+    ("post", "/embed"): "embed",
+    ("post", "/search"): "search",
+    ("post", "/classify"): "classify",
+    ("get", "/clips"): "list",
+    ("get", "/clips/{id}"): "get",
+    ("delete", "/clips/{id}"): "delete",
+    ("get", "/clips/{id}/thumbnail"): "thumbnail",
+    ("get", "/clips/{id}/media"): "media",
+    ("get", "/info"): "info",
+    ("get", "/readyz"): "ready",
+}
+NOT_FOR_CLIENTS = {("get", "/healthz"), ("get", "/metrics")}
+# a value for every argument name an SDK method takes (the request's own fields)
+SAMPLE = {
+    "file": b"not sent",
+    "id": "clip1",
+    "vector": [0.5, 0.5],
+    "k": 3,
+    "filter": {"label": "dog"},
+    "modality": "audio",
+    "window": 2.0,
+    "stride": 1.0,
+    "label_key": "kind",
+    "metadata": {"a": 1},
+    "store": False,
+    "offset": 1,
+    "limit": 2,
+    "clip_id": "clip1",
+    "vectors": True,
+}
+CLIENT_ONLY = {"filename", "content_type"}  # how the file is labelled, not a field
+
+
+def _schema_fields(openapi: dict[str, Any], op: dict[str, Any]) -> dict[str, set[str]]:
+    """Field names per way of sending: 'query', 'multipart/form-data', 'application/json'."""
+
+    def props(schema: dict[str, Any]) -> set[str]:
+        if "$ref" in schema:
+            schema = openapi["components"]["schemas"][schema["$ref"].rsplit("/", 1)[1]]
+        return set(schema.get("properties", {}))
+
+    out = {"query": {p["name"] for p in op.get("parameters", []) if p["in"] == "query"}}
+    for ctype, body in op.get("requestBody", {}).get("content", {}).items():
+        out[ctype] = props(body["schema"])
+    return out
+
+
+def _sent_fields(request: httpx.Request) -> dict[str, set[str]]:
+    ctype = request.headers.get("content-type", "").split(";")[0]
+    out = {"query": set(request.url.params.keys())}
+    body = request.read()
+    if ctype == "multipart/form-data":
+        names = re.findall(rb'Content-Disposition: form-data; name="([^"]+)"', body)
+        out[ctype] = {n.decode() for n in names}
+    elif ctype == "application/json":
+        out[ctype] = set(json.loads(body))
+    return out
+
+
+def test_sdk_fields_match_the_service_schema(repo: Path, tmp_path: Path) -> None:
+    """Built from server.main's own OpenAPI schema: every field the SDK sends exists there, and
+    every field there can be sent by the SDK (a new server field without SDK support fails)."""
+    import inspect
+
+    from server.core.config import Settings
+    from server.main import create_app
+
+    openapi = create_app(Settings(model_path=repo, data_dir=tmp_path)).openapi()
+    ops = {(m, path): op for path, item in openapi["paths"].items() for m, op in item.items()}
+    ops = {key: op for key, op in ops.items() if not key[1].startswith("/docs")}
+    assert set(ops) - NOT_FOR_CLIENTS == set(OPERATIONS), "an operation without an SDK method"
+
+    client = PemtClient("http://pemt.test")
+    for (method, path), name in OPERATIONS.items():
+        sync, asyn = getattr(PemtClient, name), getattr(AsyncPemtClient, name)
+        assert inspect.signature(sync) == inspect.signature(asyn), name
+        want = _schema_fields(openapi, ops[(method, path)])
+        if name == "ready":
+            continue  # no fields
+        params = [p for p in inspect.signature(sync).parameters if p != "self"]
+        args = {p: SAMPLE[p] for p in params if p not in CLIENT_ONLY}
+        # the forms one method can send: a query is an upload, or an id, or a vector
+        forms = [args]
+        if "vector" in args:
+            forms = [
+                {k: v for k, v in args.items() if k not in ("id", "vector")},
+                {k: v for k, v in args.items() if k not in ("file", "vector", "window", "stride")},
+                {k: v for k, v in args.items() if k not in ("file", "id", "window", "stride")},
+            ]
+        sent: dict[str, set[str]] = {}
+        builder = getattr(client, f"_{name}_call")
+        defaults = {p: v.default for p, v in inspect.signature(sync).parameters.items()}
+        for form in forms:
+            kwargs = {
+                p: form.get(p, defaults.get(p)) for p in inspect.signature(builder).parameters
+            }
+            kwargs = {p: None if v is inspect.Parameter.empty else v for p, v in kwargs.items()}
+            call = builder(**kwargs)
+            assert call.method.lower() == method, name
+            files = None
+            if call.upload is not None:
+                files = {"file": (call.upload.filename, call.upload.read(), "video/mp4")}
+            request = client._http.build_request(
+                call.method, call.path, params=call.params, json=call.json, data=call.data,
+                files=files,
+            )  # fmt: skip
+            for where, fields in _sent_fields(request).items():
+                assert fields <= want.get(where, set()), (
+                    name,
+                    where,
+                    fields - want.get(where, set()),
+                )
+                sent.setdefault(where, set()).update(fields)
+        sent_all = set().union(*sent.values())
+        want_all = set().union(*want.values())
+        # path parameters travel in the URL; everything else must be sendable
+        assert want_all - sent_all == set(), (name, want_all - sent_all)
+    client.close()

@@ -105,3 +105,26 @@ def test_dockerfile_has_no_torch() -> None:
     assert not any(re.search(r"torch|\[model\]|\[dev\]|\[export\]", line) for line in installs)
     ignored = (ROOT / ".dockerignore").read_text().split()
     assert ".venv" in ignored and "model_repository" in ignored and ".git" in ignored
+
+
+def test_clients_default_to_the_api_that_compose_publishes(
+    compose: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After `docker compose up`, pemt-client and the SDK reach the API (not Triton) unchanged."""
+    from urllib.parse import urlparse
+
+    from clients.cli import build_parser
+    from clients.sdk import DEFAULT_URL, PemtClient
+
+    api = compose["services"]["api"]
+    published = {p.split(":")[0]: p.split(":")[1] for p in api["ports"]}
+    default = urlparse(DEFAULT_URL)
+    assert default.hostname == "127.0.0.1" and str(default.port) in published
+    cmd = re.search(r"^CMD \[(.*)\]$", (ROOT / "Dockerfile").read_text(), re.M)
+    assert cmd and f'"--port", "{published[str(default.port)]}"' in cmd.group(1)
+    triton_ports = {p.split(":")[0] for p in compose["services"]["triton"]["ports"]}
+    assert str(default.port) not in triton_ports
+    monkeypatch.delenv("PEMT_URL", raising=False)
+    with PemtClient() as client:
+        assert client.url == DEFAULT_URL
+    assert DEFAULT_URL in build_parser().format_help()

@@ -108,6 +108,15 @@ def test_cli_single_onnxruntime(single_repo: tuple[Path, str]) -> None:
     assert config.dynamic_batching.max_queue_delay_microseconds > 0
     accel = config.optimization.execution_accelerators.gpu_execution_accelerator
     assert accel[0].name == "tensorrt" and accel[0].parameters["precision_mode"] == "FP32"
+    # warmup at load: batch 1 and the largest batch (the accelerator's engine covers 1..8)
+    assert [(w.name, w.batch_size) for w in config.model_warmup] == [
+        ("pemt_batch_1", 1),
+        ("pemt_batch_8", 8),
+    ]
+    mask = config.model_warmup[0].inputs["visual_mask"]
+    ones = (out / "pemt" / "warmup" / mask.input_data_file).read_bytes()
+    assert ones == b"\x01" * cfg.media.num_segments  # one batch row: every segment real
+    assert config.model_warmup[0].inputs["frames"].random_data
     # config.pbtxt, ONNX graph and pemt.spec agree, checked here independently of the builder
     gin, gout = onnx_io(out / "pemt" / "1" / "model.onnx")
     for got_cfg, got_onnx, want in (
@@ -183,11 +192,59 @@ def test_check_repository_catches_mismatch(single_repo: tuple[Path, str], tmp_pa
         text.replace("TYPE_UINT8", "TYPE_FP32").replace('name: "audio_mask"', 'name: "mask"')
     )
     problems = check_repository(tmp_path, plan, backend="onnxruntime", engine=False)
-    assert any("frames data_type TYPE_FP32, expected TYPE_UINT8" in p for p in problems), problems
-    assert any("audio_mask" in p for p in problems), problems
+    assert any("input frames: dtype TYPE_FP32, pemt.spec says uint8" in p for p in problems), (
+        problems
+    )
+    assert any("input 'audio_mask' missing" in p for p in problems), problems
+    assert any("inputs ['mask'] are not in pemt.spec" in p for p in problems), problems
     path.write_text("name: [unclosed")
     problems = check_repository(tmp_path, plan, backend="onnxruntime", engine=False)
     assert problems and "does not parse" in problems[0]
+    path.write_text(text)
+    (tmp_path / "pemt" / "warmup" / "audio_mask.ones").write_bytes(b"\x01")
+    problems = check_repository(tmp_path, plan, backend="onnxruntime", engine=False)
+    assert any("audio_mask needs" in p and "of 4 bytes" in p for p in problems), problems
+
+
+def test_exports_add_versions_and_refuse_other_interfaces(
+    single_repo: tuple[Path, str], tmp_path: Path
+) -> None:
+    """Each export is the next version of its model (Triton and the ONNX backend serve the
+    newest); the oldest beyond KEEP_VERSIONS go; a model with other tensors or another model
+    config is refused before anything moves."""
+    from pemt.export._triton import KEEP_VERSIONS, install_repository, model_versions
+    from server.backends.repository import find_onnx
+
+    plan = plan_repository(get_config("tiny"), "pemt", "single", 8)
+    out = tmp_path / "repo"
+
+    def stage(edit: Any = None) -> Path:
+        """A staged model as build() leaves it: config.pbtxt, warmup/, 1/."""
+        staged = tmp_path / "stage"
+        shutil.rmtree(staged, ignore_errors=True)
+        shutil.copytree(single_repo[0] / "pemt", staged / "pemt")
+        if edit is not None:
+            config = staged / "pemt" / "config.pbtxt"
+            config.write_text(edit(config.read_text()))
+        return staged
+
+    for n in range(1, KEEP_VERSIONS + 2):
+        assert install_repository(stage(), out, plan) == {"pemt": n}
+        assert find_onnx(out, "pemt") == out / "pemt" / str(n) / "model.onnx"
+    assert model_versions(out / "pemt") == list(range(2, KEEP_VERSIONS + 2))
+    assert check_repository(out, plan, backend="onnxruntime", engine=False) == []
+    assert parse_config(out / "pemt" / "config.pbtxt").version_policy.latest.num_versions == 1
+
+    before = sorted(str(p) for p in out.rglob("*"))
+    for edit, reason in (
+        (lambda t: t.replace("dims: [4, 32]", "dims: [4, 64]"), "output audio_tokens: shape"),
+        (lambda t: t.replace('\\"hidden\\": 32', '\\"hidden\\": 33'), "parameters ['pemt.config']"),
+        (lambda t: t.replace("max_batch_size: 8", "max_batch_size: 4"), "max_batch_size 8, now 4"),
+    ):
+        with pytest.raises(ValueError, match="export under another --name") as e:
+            install_repository(stage(edit), out, plan)
+        assert reason in str(e.value), str(e.value)
+    assert sorted(str(p) for p in out.rglob("*")) == before  # nothing moved
 
 
 def test_ensemble_check_catches_broken_dataflow(

@@ -400,7 +400,8 @@ def test_decoder_over_its_time_is_killed_and_the_pool_goes_on(tmp_path: Path) ->
     slow = make_test_video(tmp_path / "slow.mp4", seconds=8, width=160, height=120)
     quick = make_test_video(tmp_path / "quick.mp4", seconds=1, width=64, height=48)
     media_cfg = get_config("tiny").media
-    pool = DecodePool(slots=1, timeout_s=0.05, grace_s=0.0)
+    # 0.01 s: well under the 0.05-0.15 s this clip takes to decode here (PyAV 15 to 18)
+    pool = DecodePool(slots=1, timeout_s=0.01, grace_s=0.0)
     pool.warm()
 
     async def run() -> None:

@@ -1,9 +1,9 @@
 """A real Triton server (the tritonserver binary of nvidia-pytriton) serving the exported model.
 
-One server per module: a tiny checkpoint exported twice with ``--triton-backend python`` into one
-repository, as the single model ``pemt`` and as the ensemble ``pemt_ens`` (visual_cnn, audio_cnn,
-transformer + reshape steps). Outputs are compared with in-process ONNX Runtime on the same
-model.onnx.
+One server per module: a tiny checkpoint exported with ``--triton-backend python`` into one
+repository, twice as the single model ``pemt`` (versions 1 and 2) and as the ensemble ``pemt_ens``
+(visual_cnn, audio_cnn, transformer + reshape steps). Outputs are compared with in-process ONNX
+Runtime on the same model.onnx.
 """
 
 from __future__ import annotations
@@ -61,13 +61,15 @@ def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     save(build_model(CFG).eval(), ckpt)
     out = tmp / "model_repository"
     _export(ckpt, out)  # single model "pemt"
+    _export(ckpt, out)  # again: version 2 next to 1
     _export(ckpt, out, layout="ensemble", name="pemt_ens")
     return out
 
 
 @pytest.fixture(scope="module")
 def server(repo: Path) -> Iterator[TritonServer]:
-    with TritonServer(repo, models=list(MODELS)) as s:
+    # log_verbose=1: Triton logs each warmup sample it runs
+    with TritonServer(repo, models=list(MODELS), log_verbose=1) as s:
         yield s
 
 
@@ -87,14 +89,18 @@ def http(server: TritonServer) -> Iterator[Any]:
 
 @pytest.fixture(scope="module")
 def ort(repo: Path) -> Any:
-    return ort_session(repo / "pemt" / "1" / "model.onnx")
+    return ort_session(repo / "pemt" / "2" / "model.onnx")
 
 
-def _inputs(module: Any, x: dict[str, np.ndarray], override: dict[str, str] | None = None) -> list:
+def _inputs(module: Any, x: dict[str, np.ndarray]) -> list:
+    return spec.triton_request(module, spec.model_inputs(CFG), x, [])[0]
+
+
+def _wrong_inputs(module: Any, x: dict[str, np.ndarray], datatypes: dict[str, str]) -> list:
+    """Inputs that break pemt.spec on purpose (triton_request refuses to build them)."""
     out = []
     for s in spec.model_inputs(CFG):
-        dtype = (override or {}).get(s.name, s.wire_dtype)
-        t = module.InferInput(s.name, list(x[s.name].shape), dtype)
+        t = module.InferInput(s.name, list(x[s.name].shape), datatypes.get(s.name, s.wire_dtype))
         t.set_data_from_numpy(x[s.name])
         out.append(t)
     return out
@@ -183,16 +189,29 @@ def test_wrong_dtype_is_rejected(grpc: Any, http: Any) -> None:
     x = random_inputs(spec.model_inputs(CFG), batch=1, seed=14)
     x["frames"] = x["frames"].astype(np.float32)
     with pytest.raises(InferenceServerException, match=r"(?i)frames.*(data-type|datatype)"):
-        grpc.infer("pemt", _inputs(grpcclient, x, {"frames": "FP32"}))
+        grpc.infer("pemt", _wrong_inputs(grpcclient, x, {"frames": "FP32"}))
     with pytest.raises(InferenceServerException, match=r"(?i)frames.*(data-type|datatype)"):
-        http.infer("pemt", _inputs(httpclient, x, {"frames": "FP32"}))
+        http.infer("pemt", _wrong_inputs(httpclient, x, {"frames": "FP32"}))
 
 
 def test_wrong_shape_is_rejected(grpc: Any) -> None:
     x = random_inputs(spec.model_inputs(CFG), batch=1, seed=15)
     x["audio"] = x["audio"][:, :, :, :-1]  # one STFT frame short
     with pytest.raises(InferenceServerException, match=r"(?i)audio.*shape"):
-        grpc.infer("pemt", _inputs(grpcclient, x))
+        grpc.infer("pemt", _wrong_inputs(grpcclient, x, {}))
     x = random_inputs(spec.model_inputs(CFG), batch=9, seed=16)  # > max_batch_size 8
     with pytest.raises(InferenceServerException, match=r"(?i)batch"):
         grpc.infer("pemt", _inputs(grpcclient, x))
+
+
+def test_newest_version_is_served_after_warmup(server: TritonServer, grpc: Any) -> None:
+    """Two exports of "pemt" are versions 1 and 2; Triton serves 2 (version_policy latest 1)
+    and ran every compute model's warmup sample before it was ready; ensembles have none."""
+    assert grpc.is_model_ready("pemt", "2") and not grpc.is_model_ready("pemt", "1")
+    assert grpc.get_model_metadata("pemt", as_json=True)["versions"] == ["2"]
+    logs = server.logs()
+    for model in ("pemt", spec.ENSEMBLE_VISUAL_CNN, spec.ENSEMBLE_AUDIO_CNN, "transformer"):
+        assert f"running warmup sample '{model}_batch_1'" in logs, model
+    assert "warmup sample 'pemt_ens" not in logs
+    config = grpc.get_model_config("pemt", as_json=True)["config"]
+    assert [w["batch_size"] for w in config["model_warmup"]] == [1]  # python backend: CPU

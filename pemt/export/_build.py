@@ -8,7 +8,6 @@
 from __future__ import annotations
 
 import re
-import shutil
 import tempfile
 import time
 from collections.abc import Callable
@@ -39,6 +38,7 @@ from pemt.export._triton import (
     RepositoryPlan,
     build_config,
     check_repository,
+    install_repository,
     plan_repository,
     reshape_onnx,
     write_config,
@@ -87,6 +87,7 @@ class BuildReport:
     files: dict[str, int] = field(default_factory=dict)
     seconds: dict[str, float] = field(default_factory=dict)
     clip: str = ""
+    versions: dict[str, int] = field(default_factory=dict)  # model -> version written
 
     def table(self) -> str:
         rows = [
@@ -96,6 +97,7 @@ class BuildReport:
             ("real clip", self.clip),
         ]
         rows += [(p.what, p.line().split(": ", 1)[1]) for p in self.parities]
+        rows += [(f"version {k}", str(v)) for k, v in self.versions.items()]
         rows.append(("TensorRT", self.tensorrt))
         rows += [(f"file {k}", _size(v)) for k, v in self.files.items()]
         rows += [(f"time {k}", f"{v:.1f} s") for k, v in self.seconds.items()]
@@ -281,6 +283,11 @@ def _build(o: BuildOptions, log: Callable[[str], None]) -> BuildReport:
             if entry.name == plan.name:  # the model travels with its config (server reads it)
                 config.parameters["pemt.config"].string_value = cfg.to_json()
             note = f"layout={o.layout} backend={o.triton_backend} precision={o.precision}"
+            if engine and entry.kind == "compute":  # a plan is tied to the TensorRT that built it
+                note += (
+                    f"\nmodel.plan built with {trt_reason}: it loads only in a Triton container "
+                    "with that TensorRT version (docs/ARCHITECTURE.md, TensorRT plans)"
+                )
             write_config(config, stage / entry.name / "config.pbtxt", note)
             (stage / entry.name / "1").mkdir(parents=True, exist_ok=True)
             if o.triton_backend == "python" and entry.kind != "ensemble":
@@ -292,15 +299,17 @@ def _build(o: BuildOptions, log: Callable[[str], None]) -> BuildReport:
                 f"model repository check failed: {problems[0]} (+{len(problems) - 1} more)"
             )
 
-        for entry in plan.entries:  # all checks passed: move into place
-            dst = out_root / entry.name
-            if dst.exists():
-                shutil.rmtree(dst)
-            shutil.move(str(stage / entry.name), dst)
-    for entry in plan.entries:
-        for f in sorted((out_root / entry.name).rglob("*")):
-            if f.is_file():
-                report.files[str(f.relative_to(out_root))] = f.stat().st_size
+        try:  # all checks passed: each model becomes the next version of its folder
+            report.versions = install_repository(stage, out_root, plan)
+        except ValueError as e:
+            raise ExportError(str(e)) from None
+    for entry in plan.entries:  # what this export wrote (earlier versions stay as they were)
+        model_dir = out_root / entry.name
+        written = [model_dir / "config.pbtxt"]
+        for sub in ("warmup", str(report.versions[entry.name])):
+            written += sorted(f for f in (model_dir / sub).rglob("*") if f.is_file())
+        for f in written:
+            report.files[str(f.relative_to(out_root))] = f.stat().st_size
     report.seconds["total"] = time.perf_counter() - t_start
     return report
 

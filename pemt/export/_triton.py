@@ -29,6 +29,8 @@ onnxruntime backend in NVIDIA's container, or our Python backend that runs ONNX 
 
 from __future__ import annotations
 
+import os
+import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,22 +40,24 @@ from pemt import spec
 from pemt.config import ModelConfig
 
 __all__ = [
+    "KEEP_VERSIONS",
     "PYTHON_MODEL_PY",
     "RESHAPE_TO_SEGMENTS",
     "RESHAPE_TO_WINDOWS",
     "ModelEntry",
     "RepositoryPlan",
     "check_repository",
+    "install_repository",
+    "model_versions",
     "parse_config",
     "plan_repository",
     "reshape_onnx",
+    "warmup_batch_sizes",
     "write_config",
 ]
 
 RESHAPE_TO_SEGMENTS = "to_segments"
 RESHAPE_TO_WINDOWS = "to_windows"
-
-_TRITON_TO_NP = {v: k for k, v in spec._TRITON.items()}  # "TYPE_FP32" -> "float32"
 
 
 @dataclass
@@ -256,7 +260,42 @@ def build_config(
     if entry.max_batch_size > 0:
         c.dynamic_batching.preferred_batch_size.extend(entry.preferred_batch_sizes)
         c.dynamic_batching.max_queue_delay_microseconds = max_queue_delay_us
+    if entry.kind == "compute":
+        _add_warmup(c, entry, warmup_batch_sizes(entry.max_batch_size, backend))
     return c
+
+
+def warmup_batch_sizes(max_batch_size: int, backend: str) -> list[int]:
+    """Batch sizes Triton runs through a compute model at load, before it reports ready.
+
+    GPU backends warm at 1 and at ``max_batch_size``: the onnxruntime backend's TensorRT
+    accelerator builds its engine on the first request and rebuilds it for each batch outside
+    the range seen so far, so these two leave one engine for every size in between (minutes of
+    building move from the first requests to load time); a TensorRT plan gets its CUDA context
+    and memory ready. The python backend (CPU) warms at 1 only: a full CPU batch of the
+    ``paper`` model would hold the load for minutes to gain little.
+    """
+    if max_batch_size <= 0:
+        return [1]  # a non-batching model: one request of its exact shape
+    return [1] if backend == "python" else sorted({1, max_batch_size})
+
+
+# a warmup sample of ones for each BOOL input (masks: every segment real); Triton reads it from
+# <model>/warmup/<file>, one batch row, raw bytes, duplicated to the sample's batch size
+WARMUP_DIR = "warmup"
+
+
+def _add_warmup(c: Any, entry: ModelEntry, batch_sizes: Sequence[int]) -> None:
+    for b in batch_sizes:
+        sample = c.model_warmup.add(name=f"{entry.name}_batch_{b}", batch_size=b)
+        for t in entry.inputs:
+            w = sample.inputs[t.name]
+            w.data_type = c.input[[i.name for i in c.input].index(t.name)].data_type
+            w.dims.extend(t.shape)
+            if t.dtype == "bool":
+                w.input_data_file = f"{t.name}.ones"
+            else:
+                w.random_data = True
 
 
 _HEADER = """\
@@ -266,13 +305,24 @@ _HEADER = """\
 
 
 def write_config(config: Any, path: Path, note: str = "") -> None:
+    """Write ``config.pbtxt`` (``note`` as comment lines under the header) and the warmup data
+    files it names (``warmup/<file>``: ones of the input's dtype and dims)."""
+    import numpy as np
     from google.protobuf import text_format
+    from tritonclient.grpc import model_config_pb2 as mc
 
     path.parent.mkdir(parents=True, exist_ok=True)
     extra = "".join(f"# {line}\n" for line in note.splitlines())
     path.write_text(
         _HEADER + extra + text_format.MessageToString(config, use_short_repeated_primitives=True)
     )
+    for sample in config.model_warmup:
+        for w in sample.inputs.values():
+            if w.WhichOneof("input_data_type") == "input_data_file":
+                dtype = spec.dtype_name(mc.DataType.Name(w.data_type))
+                target = path.parent / WARMUP_DIR / w.input_data_file
+                target.parent.mkdir(parents=True, exist_ok=True)
+                target.write_bytes(np.ones(tuple(w.dims), dtype).tobytes())
 
 
 def parse_config(path: Path) -> Any:
@@ -360,24 +410,11 @@ def _dims(t: Any) -> tuple[int, ...]:
     return tuple(int(d) for d in t.dims)
 
 
-def _check_io(
-    where: str, got: Sequence[Any], want: Sequence[spec.TensorSpec], problems: list[str]
-) -> None:
-    names = [g.name for g in got]
-    if names != [w.name for w in want]:
-        problems.append(f"{where}: tensors {names}, expected {[w.name for w in want]}")
+def _config_tensors(tensors: Sequence[Any]) -> list[spec.Served]:
+    """config.pbtxt inputs or outputs as pemt.spec.Served (dims without the batch axis)."""
     from tritonclient.grpc import model_config_pb2 as mc
 
-    by_name = {g.name: g for g in got}
-    for w in want:
-        g = by_name.get(w.name)
-        if g is None:
-            continue
-        dt = mc.DataType.Name(g.data_type)
-        if dt != w.triton_dtype:
-            problems.append(f"{where}: {g.name} data_type {dt}, expected {w.triton_dtype}")
-        if _dims(g) != tuple(w.shape):
-            problems.append(f"{where}: {g.name} dims {list(_dims(g))}, expected {list(w.shape)}")
+    return [(t.name, mc.DataType.Name(t.data_type), list(_dims(t))) for t in tensors]
 
 
 def _check_onnx(where: str, path: Path, entry: ModelEntry, problems: list[str]) -> None:
@@ -386,21 +423,16 @@ def _check_onnx(where: str, path: Path, entry: ModelEntry, problems: list[str]) 
     if not path.is_file():
         problems.append(f"{where}: missing {path}")
         return
-    batch = (-1,) if entry.max_batch_size > 0 else ()
     gin, gout = onnx_io(path)
-    for kind, got, want in (("input", gin, entry.inputs), ("output", gout, entry.outputs)):
-        if [g.name for g in got] != [w.name for w in want]:
-            problems.append(
-                f"{where}: ONNX {kind}s {[g.name for g in got]}, expected {[w.name for w in want]}"
-            )
-            continue
-        for g, w in zip(got, want, strict=True):
-            if g.dtype != w.dtype:
-                problems.append(f"{where}: ONNX {g.name} dtype {g.dtype}, expected {w.dtype}")
-            if tuple(g.shape) != (*batch, *w.shape):
-                problems.append(
-                    f"{where}: ONNX {g.name} shape {list(g.shape)}, expected {[*batch, *w.shape]}"
-                )
+    found = spec.check_served(
+        entry.inputs,
+        entry.outputs,
+        [(g.name, g.dtype, g.shape) for g in gin],
+        [(g.name, g.dtype, g.shape) for g in gout],
+        batch_axis=entry.max_batch_size > 0,
+        exact=True,
+    )
+    problems += [f"{where}: {p}" for p in found]
 
 
 def check_repository(repo: Path, plan: RepositoryPlan, *, backend: str, engine: bool) -> list[str]:
@@ -424,25 +456,166 @@ def check_repository(repo: Path, plan: RepositoryPlan, *, backend: str, engine: 
             problems.append(
                 f"{where}: max_batch_size {c.max_batch_size}, expected {entry.max_batch_size}"
             )
-        _check_io(f"{where} input", c.input, entry.inputs, problems)
-        _check_io(f"{where} output", c.output, entry.outputs, problems)
+        found = spec.check_served(
+            entry.inputs,
+            entry.outputs,
+            _config_tensors(c.input),
+            _config_tensors(c.output),
+            batch_axis=False,
+            exact=True,
+        )
+        problems += [f"{where}: {p}" for p in found]
         if entry.kind == "ensemble":
             if c.platform != "ensemble":
                 problems.append(f"{where}: platform {c.platform!r}, expected 'ensemble'")
             continue
-        version = d / "1"
+        versions = model_versions(d)
+        if not versions:
+            problems.append(f"{where}: no version folder ({entry.name}/1/ ...)")
+            continue
+        v = str(versions[-1])  # the one Triton serves (version_policy latest: 1)
+        version = d / v
         if backend == "python" and not (version / "model.py").is_file():
-            problems.append(f"{where}: python backend without 1/model.py")
+            problems.append(f"{where}: python backend without {v}/model.py")
         needs_plan = engine and entry.kind == "compute" and backend != "python"
         if needs_plan and not (version / "model.plan").is_file():
-            problems.append(f"{where}: tensorrt backend without 1/model.plan")
-        _check_onnx(f"{entry.name}/1/model.onnx", version / "model.onnx", entry, problems)
+            problems.append(f"{where}: tensorrt backend without {v}/model.plan")
+        _check_onnx(f"{entry.name}/{v}/model.onnx", version / "model.onnx", entry, problems)
         if entry.max_batch_size > 0 and not c.HasField("dynamic_batching"):
             problems.append(f"{where}: no dynamic_batching")
+        if entry.kind == "compute":
+            _check_warmup(where, c, entry, d, problems)
     for entry in plan.entries:
         if entry.kind == "ensemble" and entry.name in configs:
             _check_ensemble(configs[entry.name], configs, problems)
     return problems
+
+
+def _check_warmup(
+    where: str, c: Any, entry: ModelEntry, model_dir: Path, problems: list[str]
+) -> None:
+    """Warmup samples cover every input with its dtype and dims, fit the batch limit, and the
+    data files they name hold exactly one batch row."""
+    import numpy as np
+    from tritonclient.grpc import model_config_pb2 as mc
+
+    if not c.model_warmup:
+        problems.append(f"{where}: no model_warmup")
+    for sample in c.model_warmup:
+        at = f"{where}: model_warmup {sample.name!r}"
+        limit = max(c.max_batch_size, 1)
+        if not 1 <= sample.batch_size <= limit:
+            problems.append(f"{at}: batch_size {sample.batch_size} outside 1..{limit}")
+        served = [
+            (k, mc.DataType.Name(w.data_type), list(w.dims)) for k, w in sample.inputs.items()
+        ]
+        problems += [
+            f"{at}: {p}" for p in spec.check_served(entry.inputs, [], served, [], batch_axis=False)
+        ]
+        for name, w in sample.inputs.items():
+            if w.WhichOneof("input_data_type") != "input_data_file":
+                continue
+            f = model_dir / WARMUP_DIR / w.input_data_file
+            dtype = np.dtype(spec.dtype_name(mc.DataType.Name(w.data_type)))
+            want = int(np.prod(w.dims)) * dtype.itemsize
+            if not f.is_file() or f.stat().st_size != want:
+                problems.append(f"{at}: {name} needs {f} of {want} bytes (one batch row)")
+
+
+# --- versions --------------------------------------------------------------------------------
+
+# versions kept per model: the one served and two to roll back to
+KEEP_VERSIONS = 3
+
+
+def model_versions(model_dir: Path) -> list[int]:
+    """The version folders of a model (``<model>/<n>/``, n >= 1), ascending."""
+    if not Path(model_dir).is_dir():
+        return []
+    return sorted(
+        int(p.name)
+        for p in Path(model_dir).iterdir()
+        if p.is_dir() and p.name.isdigit() and int(p.name) > 0
+    )
+
+
+def _config_differences(old: Any, new: Any) -> list[str]:
+    """Why versions served under ``old`` could not be served under ``new``."""
+    from tritonclient.grpc import model_config_pb2 as mc
+
+    def specs(tensors: Any) -> list[spec.TensorSpec]:
+        return [
+            spec.TensorSpec(t.name, spec.dtype_name(mc.DataType.Name(t.data_type)), _dims(t))
+            for t in tensors
+        ]
+
+    diffs = spec.check_served(
+        specs(new.input),
+        specs(new.output),
+        _config_tensors(old.input),
+        _config_tensors(old.output),
+        batch_axis=False,
+        exact=True,
+    )
+    for field_name in ("max_batch_size", "platform", "backend", "default_model_filename"):
+        a, b = getattr(old, field_name), getattr(new, field_name)
+        if a != b:
+            diffs.append(f"{field_name} {a!r}, now {b!r}")
+    old_params = {k: v.string_value for k, v in old.parameters.items()}
+    new_params = {k: v.string_value for k, v in new.parameters.items()}
+    if old_params != new_params:
+        keys = sorted(k for k in old_params.keys() | new_params.keys()
+                      if old_params.get(k) != new_params.get(k))  # fmt: skip
+        diffs.append(f"parameters {keys} differ (another model config)")
+    return diffs
+
+
+def install_repository(
+    stage: Path, out: Path, plan: RepositoryPlan, *, keep: int = KEEP_VERSIONS
+) -> dict[str, int]:
+    """Move the staged models (``stage/<name>/`` with ``config.pbtxt``, ``warmup/``, ``1/``)
+    into the repository ``out``, each as the next version of its model: ``<name>/<n+1>/`` next
+    to the versions already there; config.pbtxt and warmup/ are replaced (the version folder
+    first, so an interrupted install leaves a servable model). Returns name -> new version.
+
+    Triton's version policy (``latest: 1``; the server's ONNX backend does the same) serves the
+    new version; earlier ones stay for a rollback (delete the newest folder and reload), the
+    oldest beyond ``keep`` are removed. Raises ValueError, before moving anything, when a model
+    already in ``out`` has other tensors, batching, backend or model config than the staged one:
+    the new config.pbtxt could not serve its versions."""
+    conflicts = []
+    for entry in plan.entries:
+        dst = Path(out) / entry.name
+        if not model_versions(dst):
+            continue
+        try:
+            old = parse_config(dst / "config.pbtxt")
+        except Exception as e:  # noqa: BLE001 - reported below
+            conflicts.append(f"{dst}/config.pbtxt does not parse ({e})")
+            continue
+        diffs = _config_differences(old, parse_config(Path(stage) / entry.name / "config.pbtxt"))
+        if diffs:
+            conflicts.append(f"{dst} (versions {model_versions(dst)}): {'; '.join(diffs)}")
+    if conflicts:
+        raise ValueError(
+            f"{conflicts[0]} (+{len(conflicts) - 1} more): the new config.pbtxt could not serve "
+            "the versions already there; export under another --name, or delete that folder"
+        )
+    versions = {}
+    for entry in plan.entries:
+        src, dst = Path(stage) / entry.name, Path(out) / entry.name
+        dst.mkdir(parents=True, exist_ok=True)
+        n = (model_versions(dst) or [0])[-1] + 1
+        shutil.move(str(src / "1"), dst / str(n))
+        if (dst / WARMUP_DIR).exists():
+            shutil.rmtree(dst / WARMUP_DIR)
+        if (src / WARMUP_DIR).exists():
+            shutil.move(str(src / WARMUP_DIR), dst / WARMUP_DIR)
+        os.replace(src / "config.pbtxt", dst / "config.pbtxt")
+        for old_version in model_versions(dst)[:-keep]:
+            shutil.rmtree(dst / str(old_version))
+        versions[entry.name] = n
+    return versions
 
 
 def _check_ensemble(ens: Any, configs: dict[str, Any], problems: list[str]) -> None:

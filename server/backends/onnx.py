@@ -10,17 +10,11 @@ from typing import Any
 import numpy as np
 
 from pemt.config import ModelConfig
+from pemt.spec import check_served
 from server.backends.base import Backend, BackendError, check_inputs, chunks, concat_outputs
 from server.backends.repository import find_onnx, read_pbtxt, resolve_config
 
 __all__ = ["OnnxBackend"]
-
-_ORT_TYPES = {
-    "tensor(uint8)": "uint8",
-    "tensor(float)": "float32",
-    "tensor(bool)": "bool",
-    "tensor(float16)": "float16",
-}
 
 
 class OnnxBackend(Backend):
@@ -69,33 +63,17 @@ class OnnxBackend(Backend):
 
     def _check_graph(self) -> None:
         """The graph's inputs and outputs must match pemt.spec (names, dtypes, shapes)."""
-        got_in = {i.name: i for i in self._session.get_inputs()}
-        for spec in self.input_specs:
-            node = got_in.get(spec.name)
-            if node is None:
-                raise BackendError(
-                    f"{self.path}: input {spec.name!r} missing; the graph has {sorted(got_in)}; "
-                    "re-export with the current pemt.spec"
-                )
-            dtype = _ORT_TYPES.get(node.type, node.type)
-            if dtype != spec.dtype:
-                raise BackendError(
-                    f"{self.path}: input {spec.name} is {dtype}, pemt.spec says {spec.dtype}"
-                )
-            dims = list(node.shape)[1:]
-            if len(dims) != len(spec.shape) or any(
-                isinstance(g, int) and w != -1 and g != w
-                for g, w in zip(dims, spec.shape, strict=True)
-            ):
-                raise BackendError(
-                    f"{self.path}: input {spec.name} has shape {node.shape}, pemt.spec says "
-                    f"(batch, *{spec.shape}) for config {self.cfg.name!r}"
-                )
-        got_out = {o.name for o in self._session.get_outputs()}
-        missing = [s.name for s in self.output_specs if s.name not in got_out]
-        if missing:
+        problems = check_served(
+            self.input_specs,
+            self.output_specs,
+            [(i.name, i.type, i.shape) for i in self._session.get_inputs()],
+            [(o.name, o.type, o.shape) for o in self._session.get_outputs()],
+            batch_axis=True,
+        )
+        if problems:
             raise BackendError(
-                f"{self.path}: outputs {missing} missing; the graph has {sorted(got_out)}"
+                f"{self.path} does not match pemt.spec for config {self.cfg.name!r}: "
+                f"{'; '.join(problems)}; re-export it with export/build_engine.py"
             )
 
     def embed_sync(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

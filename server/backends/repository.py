@@ -3,7 +3,9 @@
 Layout written by ``export/build_engine.py`` (Triton model repository)::
 
     model_repository/<name>/config.pbtxt
-    model_repository/<name>/1/model.onnx
+    model_repository/<name>/<version>/model.onnx    (1, 2, ...: each export adds one)
+
+The newest version is used, as Triton's ``version_policy { latest { num_versions: 1 } }`` does.
 
 The model's config travels with it: the ONNX metadata key ``pemt.config``, a JSON file next to
 it, or a ``pemt.config`` parameter in config.pbtxt. ``fallback`` (a variant name) is used only
@@ -25,6 +27,20 @@ CONFIG_KEYS = ("pemt.config", "pemt_config", "config")
 CONFIG_FILES = ("pemt_config.json", "pemt.config.json", "model_config.json", "config.json")
 
 
+def _newest_version(model_dir: Path) -> Path | None:
+    """``model_dir/<n>/model.onnx`` for the highest version n that has one."""
+    if not model_dir.is_dir():
+        return None
+    versions = sorted(
+        (int(v.name) for v in model_dir.iterdir() if v.is_dir() and v.name.isdigit()),
+        reverse=True,
+    )
+    for v in versions:
+        if v > 0 and (model_dir / str(v) / "model.onnx").is_file():
+            return model_dir / str(v) / "model.onnx"
+    return None
+
+
 def find_onnx(model_path: Path, model_name: str) -> Path:
     """``model_path`` is a repository, one model's folder in it, or the model.onnx itself."""
     p = Path(model_path)
@@ -32,13 +48,14 @@ def find_onnx(model_path: Path, model_name: str) -> Path:
         if p.suffix != ".onnx":
             raise BackendError(f"PEMT_MODEL_PATH={p} is a file but not an .onnx model")
         return p
-    candidates = [p / model_name / "1" / "model.onnx", p / "1" / "model.onnx", p / "model.onnx"]
-    for c in candidates:
-        if c.is_file():
-            return c
+    for found in (_newest_version(p / model_name), _newest_version(p), p / "model.onnx"):
+        if found is not None and found.is_file():
+            return found
+    looked = [p / model_name / "<version>" / "model.onnx", p / "<version>" / "model.onnx"]
     raise BackendError(
-        f"no model.onnx under PEMT_MODEL_PATH={p} (looked for {', '.join(map(str, candidates))}); "
-        "export one with `python export/build_engine.py` or point PEMT_MODEL_PATH at a model.onnx"
+        f"no model.onnx under PEMT_MODEL_PATH={p} (looked for "
+        f"{', '.join(map(str, [*looked, p / 'model.onnx']))}); export one with "
+        "`python export/build_engine.py` or point PEMT_MODEL_PATH at a model.onnx"
     )
 
 

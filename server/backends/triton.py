@@ -1,5 +1,6 @@
 """NVIDIA Triton backend over gRPC (tritonclient.grpc.aio): async, with timeouts, retries with
-backoff while the server is UNAVAILABLE, and a check of the served model against pemt.spec."""
+backoff while the server is UNAVAILABLE, and a check of the served model against pemt.spec
+(``pemt.spec.check_served``; requests are built by ``pemt.spec.triton_request``)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from pemt.config import ModelConfig
+from pemt.spec import check_served, triton_request
 from server.backends.base import Backend, BackendError, check_inputs, chunks, concat_outputs
 from server.backends.repository import resolve_config
 
@@ -108,43 +110,24 @@ class TritonBackend(Backend):
             delay = min(delay * 2, 2.0)
 
     def _check_metadata(self, meta: dict[str, Any], batched: bool) -> None:
-        served = {t["name"]: t for t in meta.get("inputs", [])}
-        for spec in self.input_specs:
-            t = served.get(spec.name)
-            if t is None:
-                raise BackendError(
-                    f"Triton model {self.model_name!r} has no input {spec.name!r} (it has {sorted(served)}); "
-                    "re-export the model repository with the current pemt.spec"
-                )
-            if t["datatype"] != spec.wire_dtype:
-                raise BackendError(
-                    f"Triton input {spec.name} is {t['datatype']}, pemt.spec says {spec.wire_dtype}"
-                )
-            dims = [int(d) for d in t["shape"]]
-            if batched:
-                dims = dims[1:]
-            if len(dims) != len(spec.shape) or any(
-                g != -1 and w != -1 and g != w for g, w in zip(dims, spec.shape, strict=True)
-            ):
-                raise BackendError(
-                    f"Triton input {spec.name} has shape {t['shape']}, pemt.spec says "
-                    f"(batch, *{spec.shape}) for config {self.cfg.name!r}"
-                )
-        served_out = {t["name"] for t in meta.get("outputs", [])}
-        missing = [s.name for s in self.output_specs if s.name not in served_out]
-        if missing:
-            raise BackendError(f"Triton model {self.model_name!r} lacks outputs {missing}")
+        problems = check_served(
+            self.input_specs,
+            self.output_specs,
+            [(t["name"], t["datatype"], t["shape"]) for t in meta.get("inputs", [])],
+            [(t["name"], t["datatype"], t["shape"]) for t in meta.get("outputs", [])],
+            batch_axis=batched,
+        )
+        if problems:
+            raise BackendError(
+                f"Triton model {self.model_name!r} at {self.url} does not match pemt.spec for "
+                f"config {self.cfg.name!r}: {'; '.join(problems)}; re-export the model "
+                "repository with export/build_engine.py, or check PEMT_MODEL_NAME"
+            )
 
     async def _infer(self, chunk: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         import tritonclient.grpc.aio as grpcclient
 
-        inputs = []
-        for spec in self.input_specs:
-            arr = np.ascontiguousarray(chunk[spec.name])
-            inp = grpcclient.InferInput(spec.name, list(arr.shape), spec.wire_dtype)
-            inp.set_data_from_numpy(arr)
-            inputs.append(inp)
-        outputs = [grpcclient.InferRequestedOutput(n) for n in self._outputs]
+        inputs, outputs = triton_request(grpcclient, self.input_specs, chunk, self.output_specs)
         delay = 0.1
         for attempt in range(self.retries + 1):
             try:
