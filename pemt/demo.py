@@ -117,6 +117,15 @@ def start_service(repo: Path, port: int) -> subprocess.Popen[bytes]:
     print("$ PEMT_BACKEND=onnx PEMT_MODEL_PATH=.cache/demo/model_repository "
           "PEMT_DATA_DIR=.cache/demo/data python " + " ".join(cmd[1:]), flush=True)  # fmt: skip
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, start_new_session=True)
+    try:
+        _wait_ready(proc, port)
+    except BaseException:  # never leave a service running behind a failed demo
+        _stop(proc)
+        raise
+    return proc
+
+
+def _wait_ready(proc: subprocess.Popen[bytes], port: int) -> None:
     from clients.sdk import PemtClient
 
     with PemtClient(f"http://127.0.0.1:{port}", retries=0, read_timeout=5) as c:
@@ -128,12 +137,20 @@ def start_service(repo: Path, port: int) -> subprocess.Popen[bytes]:
                 )
             try:
                 if c.ready():
-                    return proc
+                    return
             except Exception:
                 pass
             time.sleep(0.5)
-    proc.terminate()
     raise SystemExit("the service did not become ready within 120 s")
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
 
 
 def index_and_search(url: str) -> None:
@@ -199,12 +216,7 @@ def main() -> int:
     except KeyboardInterrupt:
         pass
     finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
+        _stop(proc)
     return 0
 
 
