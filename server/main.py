@@ -17,6 +17,7 @@ from typing import Any
 
 from fastapi import FastAPI
 
+from pemt.media import resolve_decoder
 from server.api.errors import install_error_handlers, install_openapi
 from server.api.routes import classify, clips, embed, health, metrics, search
 from server.backends import Backend, create_backend
@@ -69,6 +70,8 @@ def create_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, AppState]]:
+        # PEMT_DECODER=nvdec without a GPU stops start-up here, saying what to do
+        video_decoder = resolve_decoder(settings.decoder)
         uploads = settings.data_dir / "uploads"
         uploads.mkdir(parents=True, exist_ok=True)
         for stale in uploads.glob("upload-*.bin"):  # left by a killed process (one per data_dir)
@@ -91,6 +94,7 @@ def create_app(
             decoder=decoder,
             metrics=metrics_,
             media=media,
+            video_decoder=video_decoder,
             jobs=JobLimiter(
                 settings.max_concurrent_jobs,
                 settings.queue_wait_s,
