@@ -36,8 +36,8 @@ from pemt.media._spread import SegmentPlan, spread_plan
 from pemt.media._windows import Window, batch_windows, iter_windows, load_windows
 
 __all__ = [
-    "DECODERS",
     "CorruptMediaError",
+    "DECODERS",
     "DecodeLimits",
     "DecodeTimeoutError",
     "DecoderUnavailableError",
