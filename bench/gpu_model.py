@@ -1,4 +1,5 @@
-"""PEMT forward throughput on one GPU: eager fp32, bf16 autocast, torch.compile, CUDA graphs.
+"""PEMT forward throughput on one GPU: eager fp32, bf16 autocast, channels-last CNNs,
+torch.compile, CUDA graphs, at several batch sizes.
 
 Self-contained for a bare GPU box (torch + numpy only): imports just ``pemt.config``,
 ``pemt.model`` and torch. ``pemt.model`` uses ``einops.rearrange`` and ``safetensors``; when
@@ -6,8 +7,11 @@ those packages are missing, this script installs small stand-ins first (a rearra
 torch reshape/permute for the patterns the model uses, and a safetensors stub that refuses to be
 used: the benchmark never reads a checkpoint). It prints which one it used.
 
-    python bench/gpu_model.py                        # paper, batch 32, cuda (H100/H200)
-    python bench/gpu_model.py --config tiny --device cpu --batch 2 --iters 2   # smoke test
+    python bench/gpu_model.py                        # paper, batches 1/8/32, cuda (H100/H200)
+    python bench/gpu_model.py --config tiny --device cpu --batches 2 --iters 2   # smoke test
+
+"CL" modes put the CNN weights in channels-last (3-D) memory format (``pemt.infer``): the
+frames arrive as (N, F, S, S, 3), already NDHWC, so cuDNN runs without transposes.
 
 Every mode runs the *folded* model (what Triton serves) on the same random inputs (uint8 frames,
 log-mel audio, all segments real); the first row is the factored model as trained, for scale.
@@ -148,7 +152,7 @@ def autocast(device: torch.device, enabled: bool, cache: bool = True) -> Any:
 
 
 def run_mode(
-    mode: str,
+    mode: str,  # a name of MODES; " CL" at the end: channels-last CNN weights
     factored: torch.nn.Module,
     folded: torch.nn.Module,
     inputs: tuple[torch.Tensor, ...],
@@ -157,6 +161,11 @@ def run_mode(
     warmup: int,
 ) -> float:
     """Seconds per batch for one mode."""
+    if mode.endswith(" CL"):
+        from pemt.infer import to_channels_last
+
+        folded = _channels_last_copy(folded, to_channels_last)
+        mode = mode[: -len(" CL")]
     if mode == "eager fp32 (factored)":
 
         def fn() -> Any:
@@ -178,10 +187,9 @@ def run_mode(
                 return folded(*inputs)
 
         return time_fn(fn, device, iters, warmup)
-    if mode == "torch.compile bf16":
-        compiled = torch.compile(
-            folded, dynamic=False
-        )  # default mode: no autotuning, no cudagraphs
+    if mode.startswith("torch.compile bf16"):
+        compile_mode = mode.split("/", 1)[1] if "/" in mode else None  # e.g. .../max-autotune
+        compiled = torch.compile(folded, dynamic=False, mode=compile_mode)
 
         def fn() -> Any:
             with torch.inference_mode(), autocast(device, True):
@@ -209,16 +217,30 @@ MODES = [
     "eager fp32 (factored)",
     "eager fp32",
     "eager bf16 autocast",
-    "torch.compile bf16",
-    "CUDA graph bf16",
+    "eager bf16 autocast CL",
+    "CUDA graph bf16 CL",
+    "torch.compile bf16 CL",
+    "torch.compile bf16/max-autotune-no-cudagraphs CL",
 ]
+_CL_CACHE: dict[int, torch.nn.Module] = {}
+
+
+def _channels_last_copy(model: torch.nn.Module, convert: Callable[[torch.nn.Module], None]) -> Any:
+    """One channels-last copy of ``model`` per process (the weights, not the inputs)."""
+    if id(model) not in _CL_CACHE:
+        import copy
+
+        m = copy.deepcopy(model)
+        convert(m)
+        _CL_CACHE[id(model)] = m
+    return _CL_CACHE[id(model)]
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     ap.add_argument("--config", default="paper")
     ap.add_argument("--device", default="cuda")
-    ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument("--batches", default="1,8,32", help="comma-separated batch sizes")
     ap.add_argument("--iters", type=int, default=10)
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument(
@@ -255,11 +277,11 @@ def main(argv: list[str] | None = None) -> int:
     torch.manual_seed(0)
     factored = build_model(cfg).eval().to(device)
     folded = fold(factored).eval()
-    inputs = make_inputs(cfg, args.batch, device)
-    flops = count_flops(folded, inputs)
+    sizes = [int(b) for b in args.batches.split(",") if b.strip()]
+    flops = count_flops(folded, make_inputs(cfg, 1, device))
     params = sum(p.numel() for p in folded.parameters())
 
-    print(f"# PEMT forward throughput: {args.config}, batch {args.batch}, {name}")
+    print(f"# PEMT forward throughput: {args.config}, batches {sizes}, {name}")
     print()
     print(
         f"torch {torch.__version__}, CUDA {torch.version.cuda}; folded params {params / 1e6:.1f}M; "
@@ -268,21 +290,29 @@ def main(argv: list[str] | None = None) -> int:
         + (f"; stand-ins: {', '.join(SHIMS)}" if SHIMS else "")
     )
     print()
-    print("| mode | ms / batch | clips/s | TFLOP/s | of bf16 peak |")
-    print("| --- | ---: | ---: | ---: | ---: |")
+    print("| mode | batch | ms / batch | clips/s | TFLOP/s | of bf16 peak |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: |")
     for mode in [m.strip() for m in args.modes.split(",") if m.strip()]:
-        try:
-            sec = run_mode(mode, factored, folded, inputs, device, args.iters, args.warmup)
-        except Exception as e:  # a mode that cannot run here is a row that says why
-            msg = " ".join(str(e).split())[:120]
-            print(f"| {mode} | failed: {type(e).__name__}: {msg} | | | |", flush=True)
-            continue
-        clips = args.batch / sec
-        tflops = flops * clips / 1e12
-        frac = f"{100 * tflops / peak:.1f}%" if peak else "n/a"
-        print(f"| {mode} | {sec * 1e3:.1f} | {clips:.1f} | {tflops:.1f} | {frac} |", flush=True)
-        if device.type == "cuda":
-            torch.cuda.empty_cache()
+        for batch in sizes:
+            if mode.startswith("eager fp32") and batch != max(sizes):
+                continue  # fp32 rows for scale only, at the largest batch
+            inputs = make_inputs(cfg, batch, device)
+            try:
+                sec = run_mode(mode, factored, folded, inputs, device, args.iters, args.warmup)
+            except Exception as e:  # a mode that cannot run here is a row that says why
+                msg = " ".join(str(e).split())[:120]
+                print(f"| {mode} | {batch} | failed: {type(e).__name__}: {msg} | | | |", flush=True)
+                continue
+            clips = batch / sec
+            tflops = flops * clips / 1e12
+            frac = f"{100 * tflops / peak:.1f}%" if peak else "n/a"
+            print(
+                f"| {mode} | {batch} | {sec * 1e3:.1f} | {clips:.1f} | {tflops:.1f} | {frac} |",
+                flush=True,
+            )
+            del inputs
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
     if device.type == "cuda":
         print(f"\npeak memory {torch.cuda.max_memory_allocated(device) / 2**30:.1f} GiB")
     return 0

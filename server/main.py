@@ -19,6 +19,7 @@ from typing import Any
 
 from fastapi import FastAPI
 
+from pemt.media import resolve_decoder
 from server.api.errors import install_error_handlers, install_openapi
 from server.api.routes import classify, clips, embed, health, metrics, search
 from server.backends import Backend, create_backend
@@ -87,6 +88,8 @@ def create_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, AppState]]:
+        # PEMT_DECODER=nvdec without a GPU stops start-up here, saying what to do
+        video_decoder = resolve_decoder(settings.decoder)
         media = MediaStore(settings.data_dir / "media")
         own_backend = backend is None
         be = backend if backend is not None else await create_backend(settings)
@@ -119,6 +122,7 @@ def create_app(
             decoder=decoder,
             metrics=metrics_,
             media=media,
+            video_decoder=video_decoder,
             jobs=JobLimiter(
                 settings.max_concurrent_jobs,
                 settings.queue_wait_s,

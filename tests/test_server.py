@@ -358,6 +358,26 @@ def test_bad_settings_stop_startup_with_a_clear_message(repo: Path, tmp_path: Pa
     assert "build_engine.py" in srv.log_tail()
 
 
+def test_decoder_setting_is_checked_at_startup(repo: Path, tmp_path: Path) -> None:
+    from pemt.media._select import nvdec_available
+
+    srv = ServerProcess(
+        {**server_env(repo, tmp_path), "PEMT_DECODER": "gpu"}, log_path=tmp_path / "d1.log"
+    )
+    with pytest.raises(RuntimeError, match="exited"):
+        srv.start(timeout=30)
+    assert "PEMT_DECODER='gpu'" in srv.log_tail() and "nvdec" in srv.log_tail()
+    if nvdec_available()[0]:
+        return  # a GPU machine starts with nvdec
+    srv = ServerProcess(
+        {**server_env(repo, tmp_path), "PEMT_DECODER": "nvdec"}, log_path=tmp_path / "d2.log"
+    )
+    with pytest.raises(RuntimeError, match="exited"):
+        srv.start(timeout=60)
+    log = srv.log_tail()
+    assert "PEMT_DECODER=nvdec" in log and "PEMT_DECODER=auto" in log, log
+
+
 def test_server_and_clients_do_not_import_torch(
     repo: Path, media: dict[str, Path], tmp_path: Path
 ) -> None:

@@ -13,7 +13,8 @@ whole video as AVBERT tests)::
     inputs = batch_windows(windows, cfg.media)  # keys/dtypes/shapes = pemt.spec.model_inputs
 
 Bad input raises a :class:`MediaError` subclass whose ``code`` is stable. Test media:
-:mod:`pemt.media.encode`.
+:mod:`pemt.media.encode`. The video decoder is PyAV or, on a GPU, NVDEC (``PEMT_DECODER``,
+``decoder=``; ``pemt.media._select``): both give the same windows.
 """
 
 from __future__ import annotations
@@ -30,13 +31,16 @@ from pemt.media._errors import (
     NoStreamError,
     NotMediaError,
 )
+from pemt.media._select import DECODERS, DecoderUnavailableError, resolve_decoder
 from pemt.media._spread import SegmentPlan, spread_plan
 from pemt.media._windows import Window, batch_windows, iter_windows, load_windows
 
 __all__ = [
     "CorruptMediaError",
+    "DECODERS",
     "DecodeLimits",
     "DecodeTimeoutError",
+    "DecoderUnavailableError",
     "EmptyMediaError",
     "LimitError",
     "MediaError",
@@ -53,6 +57,7 @@ __all__ = [
     "log_mel",
     "mel_filterbank",
     "probe",
+    "resolve_decoder",
     "segment_log_mel",
     "spread_plan",
 ]

@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
-from typing import IO
+from typing import IO, Any, Protocol
 
 import av
 import av.error
@@ -35,6 +35,7 @@ from pemt.media._errors import (
     NoStreamError,
     NotMediaError,
 )
+from pemt.media._geometry import SlotClock, crop_offset, display_size, scaled_size
 
 __all__ = ["DecodeLimits", "MediaInfo", "Source", "probe"]
 
@@ -334,7 +335,7 @@ class _Opened:
         )
         if v is not None:
             cc = v.codec_context
-            w, h = _display_size(cc.width, cc.height, v.sample_aspect_ratio, rotation)
+            w, h = display_size(cc.width, cc.height, v.sample_aspect_ratio, rotation)
             info.width, info.height = w, h
             rate = v.average_rate or v.guessed_rate or v.base_rate
             info.fps = float(rate) if rate else 0.0
@@ -371,12 +372,6 @@ def _reason(e: BaseException) -> str:
 
 def _looks_like_media(head: bytes) -> bool:
     return any(head[off : off + len(magic)] == magic for off, magic in _MAGIC)
-
-
-def _display_size(width: int, height: int, sar: Fraction | None, rotation: int) -> tuple[int, int]:
-    if sar and sar > 0 and sar != 1:
-        width = max(1, round(width * sar))
-    return (height, width) if rotation % 180 else (width, height)
 
 
 def probe(source: Source, limits: DecodeLimits | None = None) -> MediaInfo:
@@ -422,7 +417,11 @@ def _rotation(frame: av.VideoFrame) -> int:
 
 
 class _Converter:
-    """uint8 RGB (size, size, 3) crops and thumbnails from decoded frames via swscale."""
+    """uint8 RGB (size, size, 3) crops and thumbnails from PyAV frames via swscale.
+
+    The frame converter of the PyAV backend; the NVDEC backend has one with the same three
+    methods (``crop``, ``stack``, ``thumbnail``) and the same geometry
+    (:func:`pemt.media._geometry.scaled_size`, :func:`~pemt.media._geometry.crop_offset`)."""
 
     def __init__(self, size: int, sar: Fraction | None) -> None:
         self.size = size
@@ -434,18 +433,13 @@ class _Converter:
         key = (frame.width, frame.height, rot, short)
         plan = self._plans.get(key)
         if plan is None:
-            dw, dh = _display_size(frame.width, frame.height, self.sar, rot)
-            scale = short / min(dw, dh)  # the long side is floored, as AVBERT resizes
-            tw = min(cap, max(short, int(dw * scale + 1e-9)))
-            th = min(cap, max(short, int(dh * scale + 1e-9)))
-            # swscale works on the stored (unrotated) picture
-            plan = (th, tw, rot) if rot % 180 else (tw, th, rot)
-            self._plans[key] = plan
+            w, h = scaled_size(frame.width, frame.height, self.sar, rot, short, cap)
+            plan = self._plans[key] = (w, h, rot)
         return plan
 
     def _rgb(self, frame: av.VideoFrame, short: int, cap: int) -> np.ndarray:
         w, h, rot = self._plan(frame, short, cap)
-        # AREA: a box filter, right for large downscales (720p -> 112 px), and fast
+        # AREA: a box filter, right for large downscales (720p -> 128 px), and fast
         img: np.ndarray = frame.reformat(
             width=w, height=h, format="rgb24", interpolation="AREA"
         ).to_ndarray()  # (h, w, 3)
@@ -456,11 +450,18 @@ class _Converter:
     def crop(self, frame: av.VideoFrame) -> np.ndarray:
         s = self.size
         img = self._rgb(frame, s, 1 << 30)
-        y, x = -(-(img.shape[0] - s) // 2), -(-(img.shape[1] - s) // 2)  # AVBERT: ceil
+        y, x = crop_offset(img.shape[0], s), crop_offset(img.shape[1], s)
         return np.ascontiguousarray(img[y : y + s, x : x + s])  # (S, S, 3)
+
+    def stack(self, crops: list[np.ndarray]) -> np.ndarray:
+        return np.stack(crops)  # (F, S, S, 3)
 
     def thumbnail(self, frame: av.VideoFrame) -> np.ndarray:
         return np.ascontiguousarray(self._rgb(frame, THUMBNAIL_SIZE, 4 * THUMBNAIL_SIZE))
+
+    def new_frames(self, shape: tuple[int, ...]) -> np.ndarray:
+        """Zeros for a window's frames (padding stays zero)."""
+        return np.zeros(shape, np.uint8)
 
 
 # --- samplers: decoded frames -> complete segments ------------------------------------------
@@ -476,31 +477,40 @@ class Segment:
     thumb: np.ndarray | None
 
 
-class _VideoSampler:
-    """Frames by timestamp, segment after segment. Segment k covers ``[k D, (k + 1) D)`` and its
-    ``F`` frames are spread evenly from its first source frame to its last one, the rule AVBERT
-    applies to frame indices (``linspace(start, start + W - 1, F)`` with ``W = D * fps`` source
-    frames), written in time so that variable frame rates need no indices: slot ``j`` is at
-    ``k D + j (D - 1 / fps) / (F - 1)``, and takes the latest frame at or before that time."""
+class FrameConverter(Protocol):
+    """What a decoder backend supplies to turn its decoded frames into segment tensors:
+    ``crop`` one frame for one slot (may be lazy), ``stack`` a segment's crops into
+    (F, S, S, 3) uint8, ``thumbnail`` a frame as a small numpy RGB picture, ``new_frames``
+    a zero buffer of a window's frames. numpy for PyAV; torch tensors (on the GPU) for NVDEC."""
 
-    def __init__(self, cfg: MediaConfig, conv: _Converter, source_fps: float | None) -> None:
+    def crop(self, frame: Any) -> Any: ...
+    def stack(self, crops: list[Any]) -> Any: ...
+    def thumbnail(self, frame: Any) -> np.ndarray: ...
+    def new_frames(self, shape: tuple[int, ...]) -> Any: ...
+
+
+class _VideoSampler:
+    """Frames by timestamp, segment after segment, on the slots of :class:`SlotClock`; the
+    frames may come from any backend (``conv`` converts them). A frame is converted once
+    however many slots it fills."""
+
+    def __init__(self, cfg: MediaConfig, conv: FrameConverter, source_fps: float | None) -> None:
+        self.clock = SlotClock(cfg, source_fps)
         self.f = cfg.frames_per_segment
         self.seg = cfg.segment_seconds
-        frame = 1.0 / source_fps if source_fps and source_fps > 0 else self.seg / self.f
-        self.slot = max(self.seg - frame, 0.0) / (self.f - 1)
         self.conv = conv
         self.i = 0  # next target slot (segment i // F, slot i % F)
-        self.prev: av.VideoFrame | None = None
-        self.prev_rgb: np.ndarray | None = None
+        self.prev: Any = None
+        self.prev_rgb: Any = None
         self.prev_end = 0.0
-        self.cur: list[np.ndarray] = []
+        self.cur: list[Any] = []
         self.thumb: np.ndarray | None = None
-        self.done: deque[tuple[np.ndarray, np.ndarray | None]] = deque()
+        self.done: deque[tuple[Any, np.ndarray | None]] = deque()
         self.count = 0  # segments produced
         self.ended = False
         self.end_time = 0.0
 
-    def push(self, frame: av.VideoFrame, t: float, dur: float) -> None:
+    def push(self, frame: Any, t: float, dur: float) -> None:
         if self.ended:
             return
         if self.prev is None:  # the first frame also stands for the targets before it
@@ -510,16 +520,13 @@ class _VideoSampler:
                 f"video timestamps jump by {t - self.prev_end:.0f} s at {self.prev_end:.1f} s; "
                 "the file is damaged: re-export it"
             )
-        while self._target(self.i) < t - _EPS:
+        while self.clock.target(self.i) < t - _EPS:
             self._take(self.prev)
         if self.prev is not frame:
             self.prev, self.prev_rgb = frame, None
         self.prev_end = max(self.prev_end, t + dur)
 
-    def _target(self, i: int) -> float:
-        return (i // self.f) * self.seg + (i % self.f) * self.slot
-
-    def _take(self, frame: av.VideoFrame) -> None:
+    def _take(self, frame: Any) -> None:
         if frame is not self.prev or self.prev_rgb is None:
             rgb = self.conv.crop(frame)
             if frame is self.prev:
@@ -534,7 +541,7 @@ class _VideoSampler:
             self._close_segment()
 
     def _close_segment(self) -> None:
-        self.done.append((np.stack(self.cur), self.thumb))  # (F, S, S, 3)
+        self.done.append((self.conv.stack(self.cur), self.thumb))  # (F, S, S, 3)
         self.cur, self.thumb = [], None
         self.count += 1
 
@@ -545,7 +552,7 @@ class _VideoSampler:
         self.end_time = self.prev_end
         if self.prev is None:
             return
-        while self._target(self.i) < self.prev_end - _EPS:
+        while self.clock.target(self.i) < self.prev_end - _EPS:
             self._take(self.prev)
         # a partial last segment counts when at least half of it is real (or it is all we have)
         covered = self.prev_end - self.count * self.seg
@@ -640,7 +647,12 @@ class _AudioSampler:
 
 
 class SegmentStream:
-    """Open ``source`` eagerly (errors raise here), then iterate its :class:`Segment` s."""
+    """Open ``source`` eagerly (errors raise here), then iterate its :class:`Segment` s.
+
+    This class decodes with PyAV; a backend subclass replaces ``_converter`` (how frames become
+    segment tensors) and ``_events`` (decoded frames in time order), nothing else."""
+
+    backend = "cpu"
 
     def __init__(
         self,
@@ -677,12 +689,9 @@ class SegmentStream:
         if o.video is not None:
             rate = o.video.average_rate or o.video.guessed_rate or o.video.base_rate
             self._video_rate = float(rate) if rate else None
+        self.conv: FrameConverter = self._converter()
         self.video = (
-            _VideoSampler(
-                cfg, _Converter(cfg.image_size, o.video.sample_aspect_ratio), self._video_rate
-            )
-            if o.video is not None
-            else None
+            _VideoSampler(cfg, self.conv, self._video_rate) if o.video is not None else None
         )
         self.audio = _AudioSampler(cfg) if o.audio is not None else None
         o.budget.pause()  # counts again while iterating
@@ -706,42 +715,61 @@ class SegmentStream:
         finally:
             self.close()
 
-    def _segments(self) -> Iterator[Segment]:
-        o, v, a = self.opened, self.video, self.audio
+    # --- what a backend provides: a frame converter and the decoded frames in time order ----
+
+    def _converter(self) -> FrameConverter:
+        sar = self.opened.video.sample_aspect_ratio if self.opened.video is not None else None
+        return _Converter(self.cfg.image_size, sar)
+
+    def _events(self) -> Iterator[tuple[str, Any, float | None, float]]:
+        """Decoded frames in demux order as ``(kind, frame, t, dur)``: kind ``"v"`` (``t``
+        seconds from the content start, ``dur`` its duration) or ``"a"`` (``t`` or None).
+        This PyAV version decodes both streams of the one container."""
+        o, v = self.opened, self.video
         streams = [s for s in (o.video, o.audio) if s is not None]
         t0 = o.t0
         last_vt: float | None = None
+        for packet in o.container.demux(*streams):
+            o.budget.check()
+            for frame in packet.decode():
+                if not isinstance(frame, av.VideoFrame | av.AudioFrame):
+                    continue
+                t = frame.time
+                if t0 is None:
+                    t0 = t if t is not None else 0.0
+                if isinstance(frame, av.AudioFrame):
+                    yield "a", frame, None if t is None else t - t0, 0.0
+                    continue
+                assert v is not None
+                o.check_pixels(frame.width, frame.height)
+                step = 1.0 / self._video_rate if self._video_rate else v.seg / v.f
+                if t is None:
+                    t = (last_vt + step) if last_vt is not None else t0
+                dur = step
+                if frame.duration and frame.time_base:
+                    dur = float(frame.duration * frame.time_base)
+                last_vt = t
+                yield "v", frame, t - t0, dur
+
+    # --- shared by every backend: frames -> paired segments ---------------------------------
+
+    def _segments(self) -> Iterator[Segment]:
+        o, v, a = self.opened, self.video, self.audio
         max_t = self.opened.limits.max_duration_s
         produced = 0
         o.budget.resume()
         try:
-            for packet in o.container.demux(*streams):
-                o.budget.check()
-                for frame in packet.decode():
-                    if not isinstance(frame, av.VideoFrame | av.AudioFrame):
-                        continue
-                    t = frame.time
-                    if t0 is None:
-                        t0 = t if t is not None else 0.0
-                    if isinstance(frame, av.VideoFrame):
-                        assert v is not None
-                        o.check_pixels(frame.width, frame.height)
-                        step = 1.0 / self._video_rate if self._video_rate else v.seg / v.f
-                        if t is None:
-                            t = (last_vt + step) if last_vt is not None else t0
-                        t -= t0
-                        dur = step
-                        if frame.duration and frame.time_base:
-                            dur = float(frame.duration * frame.time_base)
-                        last_vt = t + t0
-                        if t > max_t:
-                            self._too_long()
-                        v.push(frame, t, dur)
-                    else:
-                        assert a is not None
-                        a.push(frame, None if t is None else t - t0)
-                        if a.total / a.sr > max_t:
-                            self._too_long()
+            for kind, frame, t, dur in self._events():
+                if kind == "v":
+                    assert v is not None and t is not None
+                    if t > max_t:
+                        self._too_long()
+                    v.push(frame, t, dur)
+                else:
+                    assert a is not None
+                    a.push(frame, t)
+                    if a.total / a.sr > max_t:
+                        self._too_long()
                 # hand out the segments both modalities have finished
                 self._bound_lag()
                 while self._ready():

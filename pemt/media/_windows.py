@@ -11,6 +11,7 @@ import numpy as np
 from pemt.config import MediaConfig, ModelConfig
 from pemt.media._audio import check_media_config
 from pemt.media._decode import THUMBNAIL_SIZE, DecodeLimits, Segment, SegmentStream, Source
+from pemt.media._select import log, open_segments, resolve_decoder
 from pemt.spec import model_inputs
 
 __all__ = ["Window", "batch_windows", "iter_windows", "load_windows"]
@@ -24,7 +25,9 @@ class Window:
     where the segment holds real data. ``end`` is where the real content of the window ends.
     ``has_video`` / ``has_audio`` say whether the file has that modality at all.
     ``thumbnail`` is uint8 (H, W, 3), the window's middle frame with short side 160 px (a
-    grey log-mel picture for audio-only files).
+    grey log-mel picture for audio-only files). ``decoder`` is the backend that decoded the
+    video: ``"cpu"`` (PyAV) or ``"nvdec"``; with NVDEC and ``device_frames``, ``frames`` is a
+    CUDA uint8 tensor of the same shape.
     """
 
     index: int
@@ -37,6 +40,7 @@ class Window:
     has_video: bool
     has_audio: bool
     thumbnail: np.ndarray
+    decoder: str = "cpu"
 
 
 def _stride_segments(cfg: MediaConfig, stride_s: float | None) -> int:
@@ -75,7 +79,7 @@ def _window(
     t, f, s = cfg.num_segments, cfg.frames_per_segment, cfg.image_size
     a = cfg.audio_frames_per_segment
     assert 0 < len(segs) <= t, len(segs)
-    frames = np.zeros((t, f, s, s, 3), np.uint8)
+    frames = stream.conv.new_frames((t, f, s, s, 3))  # numpy, or a device tensor (NVDEC)
     audio = np.zeros((t, cfg.n_mels, a), np.float32)
     vmask = np.zeros(t, bool)
     amask = np.zeros(t, bool)
@@ -105,6 +109,7 @@ def _window(
         has_video=stream.has_video,
         has_audio=stream.has_audio,
         thumbnail=thumb,
+        decoder=getattr(stream, "backend", "cpu"),
     )
 
 
@@ -137,6 +142,8 @@ def iter_windows(
     limits: DecodeLimits | None = None,
     require_audio: bool = False,
     require_video: bool = False,
+    decoder: str | None = None,
+    device_frames: bool = False,
 ) -> Iterator[Window]:
     """Decode ``source`` (a path, bytes or a binary file object) into model windows, streaming.
 
@@ -146,6 +153,9 @@ def iter_windows(
     (``pemt.media.spread_plan``): one window, decoded when this is called. The file is opened and
     checked now (bad input raises a :class:`MediaError` here); decoding happens as you iterate
     and may still raise one (damaged data, time budget, duration limit).
+
+    ``decoder``: ``auto`` | ``cpu`` | ``nvdec`` (None: ``$PEMT_DECODER``, default ``auto``);
+    see ``pemt.media._select``. ``device_frames``: keep NVDEC-decoded frames on the GPU.
     """
     check_media_config(media_cfg)
     if media_cfg.layout == "spread":  # one window over the whole video (AVBERT's test rule)
@@ -155,13 +165,22 @@ def iter_windows(
             )
         from pemt.media._spread import load_spread_window
 
+        if resolve_decoder(decoder) == "nvdec":  # checks the setting; spread is PyAV's
+            log.info("the spread layout decodes with PyAV (two passes over the file)")
+
         window = load_spread_window(
             source, media_cfg, limits, require_audio=require_audio, require_video=require_video
         )
         return iter([window])
     stride = _stride_segments(media_cfg, stride_s)
-    stream = SegmentStream(
-        source, media_cfg, limits, require_audio=require_audio, require_video=require_video
+    stream = open_segments(
+        source,
+        media_cfg,
+        limits,
+        require_audio=require_audio,
+        require_video=require_video,
+        decoder=decoder,
+        device_frames=device_frames,
     )
     return _windows(stream, media_cfg, stride)
 
@@ -174,6 +193,8 @@ def load_windows(
     limits: DecodeLimits | None = None,
     require_audio: bool = False,
     require_video: bool = False,
+    decoder: str | None = None,
+    device_frames: bool = False,
 ) -> list[Window]:
     """:func:`iter_windows` as a list."""
     return list(
@@ -184,6 +205,8 @@ def load_windows(
             limits=limits,
             require_audio=require_audio,
             require_video=require_video,
+            decoder=decoder,
+            device_frames=device_frames,
         )
     )
 

@@ -23,7 +23,6 @@ exactly the batch an uninterrupted run would have produced next.
 
 from __future__ import annotations
 
-import io
 import json
 import math
 import sys
@@ -69,12 +68,16 @@ def _media_bytes(sample: dict[str, Any]) -> tuple[bytes, dict[str, Any]]:
 
 
 def decode_sample(
-    sample: dict[str, Any], media_cfg: MediaConfig, rng: np.random.Generator | None
+    sample: dict[str, Any],
+    media_cfg: MediaConfig,
+    rng: np.random.Generator | None,
+    decoder: str | None = None,
 ) -> tuple[Any, dict[str, Any]]:
     """Decode one shard sample into one :class:`pemt.media.Window` and its metadata.
 
     ``rng`` picks a random window start (one-segment stride) for training; None takes the first
-    window (evaluation). Raises MediaError (a ValueError) when the media is bad.
+    window (evaluation). ``decoder``: ``auto`` | ``cpu`` | ``nvdec`` (None: ``$PEMT_DECODER``;
+    NVDEC frames come back as numpy). Raises MediaError (a ValueError) when the media is bad.
     """
     from pemt.media import iter_windows
 
@@ -82,14 +85,14 @@ def decode_sample(
     spread = media_cfg.layout == "spread"  # one window per video: nothing to choose
     stride = None if spread else media_cfg.segment_seconds
     index = 0
-    if rng is not None and not spread:
+    if rng is not None and stride is not None:
         duration = float(meta.get("duration") or 0.0)
         n = max(
             1, math.floor((duration - media_cfg.window_seconds) / media_cfg.segment_seconds) + 1
         )
         index = int(rng.integers(n))
     chosen = None
-    for w in iter_windows(io.BytesIO(data), media_cfg, stride_s=stride):
+    for w in iter_windows(bytes(data), media_cfg, stride_s=stride, decoder=decoder):
         chosen = w
         if w.index >= index:
             break
@@ -132,6 +135,7 @@ class ShardStream(IterableDataset):
         num_workers: int,
         train: bool,
         state: LoaderState | None,
+        decoder: str | None = None,
     ) -> None:
         self.urls = urls
         self.media_cfg = media_cfg
@@ -141,6 +145,7 @@ class ShardStream(IterableDataset):
         self.rank, self.world_size = rank, world_size
         self.num_workers = max(1, num_workers)
         self.train = train
+        self.decoder = decoder
         self.state = state
 
     # samples of one slot in one epoch, in shuffle-buffer output order, not decoded
@@ -192,7 +197,7 @@ class ShardStream(IterableDataset):
                     continue  # replay after a resume: already consumed
                 rng = _seed(self.seed, epoch, slot, pos) if self.train else None
                 try:
-                    window, meta = decode_sample(sample, self.media_cfg, rng)
+                    window, meta = decode_sample(sample, self.media_cfg, rng, self.decoder)
                 except Exception as e:  # MediaError or anything a broken file triggers
                     bad += 1
                     if bad <= 10:
@@ -248,6 +253,7 @@ class ShardLoader:
         shuffle_buffer: int = 256,
         train: bool = True,
         state: LoaderState | None = None,
+        decoder: str | None = None,
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
@@ -256,6 +262,9 @@ class ShardLoader:
         self.batch_size, self.seed = batch_size, seed
         self.num_workers, self.rank, self.world_size = num_workers, rank, world_size
         self.shuffle_buffer, self.train = shuffle_buffer, train
+        from pemt.media import resolve_decoder
+
+        self.decoder = resolve_decoder(decoder)  # checked here, not in every worker
         slots = max(1, num_workers)
         if state is not None:
             if len(state["workers"]) != slots or state.get("world_size", 1) != world_size:
@@ -301,13 +310,17 @@ class ShardLoader:
         dataset = ShardStream(
             self.urls, self.media_cfg, batch_size=self.batch_size, seed=self.seed,
             shuffle_buffer=self.shuffle_buffer, rank=self.rank, world_size=self.world_size,
-            num_workers=self.num_workers, train=self.train,
+            num_workers=self.num_workers, train=self.train, decoder=self.decoder,
             state=self.state_dict() if self._state["batches"] else None,
         )  # fmt: skip
         loader = DataLoader(
             dataset,
             batch_size=None,
             num_workers=self.num_workers,
+            # CUDA (NVDEC) cannot run in forked workers
+            multiprocessing_context="spawn"
+            if self.num_workers and self.decoder == "nvdec"
+            else None,
             persistent_workers=False,
             prefetch_factor=2 if self.num_workers else None,
         )

@@ -57,6 +57,9 @@ class Settings(BaseSettings):
     queue_wait_s: float = Field(0.0, ge=0)
     retry_after_s: int = Field(2, ge=1)
     decode_workers: int = Field(2, ge=1, le=64)
+    # video decoder of the decode children (PEMT_DECODER): auto = NVDEC where a GPU and
+    # PyNvVideoCodec allow, else PyAV; nvdec refuses to start without them; cpu = PyAV
+    decoder: Literal["auto", "cpu", "nvdec"] = "auto"
     default_k: int = Field(10, ge=1, le=1000)
     max_k: int = Field(1000, ge=1)
 

@@ -39,6 +39,7 @@ class DecodeRequest:
     time_budget_s: float | None = None
     require_audio: bool = False
     require_video: bool = False
+    decoder: str = "cpu"  # "cpu" | "nvdec", resolved once at start-up (pemt.media)
 
 
 @dataclass(frozen=True)
@@ -112,6 +113,7 @@ def decode_file(req: DecodeRequest) -> DecodeResult:
         limits=limits,
         require_audio=req.require_audio,
         require_video=req.require_video,
+        decoder=req.decoder,
     )
     if not windows:
         from pemt.media import EmptyMediaError

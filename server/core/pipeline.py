@@ -116,6 +116,7 @@ async def embed_upload(
         time_budget_s=s.decode_timeout_s,
         require_audio=s.require_audio,
         require_video=s.require_video,
+        decoder=state.video_decoder,
     )
     t0 = time.perf_counter()
     try:

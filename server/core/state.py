@@ -82,6 +82,7 @@ class AppState:
     jobs: JobLimiter
     metrics: Metrics
     media: MediaStore  # kept source videos (data_dir/media)
+    video_decoder: str = "cpu"  # PEMT_DECODER resolved at start-up: "cpu" | "nvdec"
     # FAISS + SQLite calls leave the event loop (VectorIndex is thread-safe: one writer, readers)
     index_pool: ThreadPoolExecutor = field(
         default_factory=lambda: ThreadPoolExecutor(max_workers=2, thread_name_prefix="pemt-index")
