@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import time
@@ -21,11 +22,13 @@ __all__ = [
     "clip_item_ids",
     "clip_of",
     "embed_upload",
+    "min_stride_segments",
     "parse_bool",
     "parse_float",
     "parse_int",
     "parse_json_object",
     "query_vector",
+    "resolve_stride",
 ]
 
 # search modality -> model output
@@ -54,51 +57,97 @@ def window_segments(state: AppState, window: float | None) -> int | None:
     return round(n)
 
 
+def min_stride_segments(state: AppState, window: int) -> int:
+    """The smallest stride (in segments) a request with ``window``-segment windows may use:
+    PEMT_MIN_STRIDE_S rounded up to whole segments, or by default a quarter of the window, so
+    that no second of the clip is embedded more than four times."""
+    s = state.settings
+    if s.min_stride_s is None:
+        return max(1, math.ceil(window / 4))
+    return max(1, math.ceil(s.min_stride_s / state.backend.cfg.media.segment_seconds - 1e-6))
+
+
+def resolve_stride(state: AppState, stride: float | None, window: int) -> float | None:
+    """The stride to decode with, in seconds, checked against the settings (400
+    ``invalid_stride``); None keeps pemt.media's default (half a window) when that is allowed."""
+    s = state.settings
+    seg = state.backend.cfg.media.segment_seconds
+    floor = min_stride_segments(state, window)
+    if stride is None:
+        return None if max(1, window // 2) >= floor else floor * seg
+    k = stride / seg if math.isfinite(stride) else -1.0
+    if not (0 < stride <= s.max_duration_s and k >= 1 and abs(k - round(k)) < 1e-6):
+        raise BadRequest(
+            f"stride={stride} s must be a positive multiple of {seg:g} s (one segment) and "
+            f"at most {s.max_duration_s:g} s",
+            code="invalid_stride",
+        )
+    if round(k) < floor:
+        setting = (
+            f"PEMT_MIN_STRIDE_S={s.min_stride_s:g}"
+            if s.min_stride_s is not None
+            else "a quarter of the window (PEMT_MIN_STRIDE_S unset)"
+        )
+        raise BadRequest(
+            f"stride={stride:g} s is below the minimum of {floor * seg:g} s for "
+            f"{window * seg:g}-s windows ({setting}); send stride={floor * seg:g} or more",
+            code="invalid_stride",
+        )
+    return stride
+
+
 async def embed_upload(
     state: AppState, upload: Upload, *, window: float | None = None, stride: float | None = None
 ) -> Embedded:
+    """Decode the upload in a child process and embed it batch by batch as windows arrive;
+    only the vectors, window times and JPEG thumbnails are kept (see server.core.decode)."""
     s = state.settings
-    seg = state.backend.cfg.media.segment_seconds
-    if stride is not None:
-        k = stride / seg if math.isfinite(stride) else -1.0
-        if not (0 < stride <= s.max_duration_s and k >= 1 and abs(k - round(k)) < 1e-6):
-            raise BadRequest(
-                f"stride={stride} s must be a positive multiple of {seg:g} s (one segment) and "
-                f"at most {s.max_duration_s:g} s",
-                code="invalid_stride",
-            )
+    media = state.backend.cfg.media
+    segments = window_segments(state, window)
+    stride_s = resolve_stride(state, stride, segments or media.num_segments)
     assert upload.path is not None
     if upload.size == 0:
         state.metrics.media_errors.labels("empty").inc()
         raise MediaRejected("empty", "the uploaded file is empty (0 bytes); send a video file")
     req = DecodeRequest(
         path=str(upload.path),
-        media=state.backend.cfg.media,
-        window_segments=window_segments(state, window),
-        stride_s=stride,
+        media=media,
+        window_segments=segments,
+        stride_s=stride_s,
         max_bytes=s.max_upload_bytes,
         max_duration_s=s.max_duration_s,
         max_pixels=s.max_pixels,
         time_budget_s=s.decode_timeout_s,
+        max_gap_s=s.max_gap_s,
         require_audio=s.require_audio,
         require_video=s.require_video,
+        max_windows=s.max_windows_per_request,
     )
+    windows: list[WindowInfo] = []
+    thumbnails: list[bytes | None] = []
+    parts: dict[str, list[np.ndarray]] = {m: [] for m in MODALITIES}
+    model_s = 0.0
     t0 = time.perf_counter()
     try:
-        decoded = await state.decoder.decode(req)
+        batches = state.decoder.stream(req, state.backend.max_batch)
+        async with contextlib.aclosing(batches):
+            async for batch in batches:
+                tm = time.perf_counter()
+                outputs = await state.backend.embed(batch.inputs)
+                model_s += time.perf_counter() - tm
+                for m, name in MODALITIES.items():
+                    parts[m].append(np.asarray(outputs[name], dtype=np.float32))
+                windows += batch.windows
+                thumbnails += batch.thumbnails
+                state.metrics.windows.inc(len(batch.windows))
     except MediaRejected as e:
         state.metrics.media_errors.labels(e.code).inc()
         raise
-    t1 = time.perf_counter()
-    outputs = await state.backend.embed(decoded.inputs)
-    t2 = time.perf_counter()
-    state.metrics.observe_stage("decode", t1 - t0)
-    state.metrics.observe_stage("model", t2 - t1)
-    state.metrics.windows.inc(len(decoded.windows))
-    vectors = {m: np.asarray(outputs[name], dtype=np.float32) for m, name in MODALITIES.items()}
-    return Embedded(
-        decoded.windows, vectors, decoded.thumbnails, {"decode": t1 - t0, "model": t2 - t1}
-    )
+    decode_s = time.perf_counter() - t0 - model_s  # waiting for the child's windows
+    state.metrics.observe_stage("decode", decode_s)
+    state.metrics.observe_stage("model", model_s)
+    vectors = {m: np.concatenate(p) for m, p in parts.items()}
+    return Embedded(windows, vectors, thumbnails, {"decode": decode_s, "model": model_s})
 
 
 def clip_item_ids(index: Any, clip_id: str) -> list[str]:
