@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from pemt.config import ModelConfig
+from pemt.config import MediaConfig, ModelConfig
 
 __all__ = [
     "ENSEMBLE_AUDIO_CNN",
@@ -34,6 +34,7 @@ __all__ = [
     "triton_request",
     "visual_cnn_inputs",
     "visual_cnn_outputs",
+    "window_inputs",
 ]
 
 # numpy dtype name -> Triton config dtype
@@ -88,14 +89,19 @@ class TensorSpec:
 
 
 def model_inputs(cfg: ModelConfig) -> list[TensorSpec]:
-    """Inputs of the whole model: one 30-s window per batch row.
+    """Inputs of the whole model: one window per batch row (:func:`window_inputs` of its media)."""
+    return window_inputs(cfg.media)
+
+
+def window_inputs(media: MediaConfig) -> list[TensorSpec]:
+    """One window of ``media.num_segments`` segments, as ``pemt.media`` decodes it.
 
     frames: uint8 RGB, channels last, as decoded (normalization happens inside the graph).
     audio: float32 log-mel per segment, from pemt.media.log_mel.
     visual_mask / audio_mask: True where the segment holds real data (padding and a missing
     modality are False).
     """
-    m = cfg.media
+    m = media
     t, f, s = m.num_segments, m.frames_per_segment, m.image_size
     return [
         TensorSpec("frames", "uint8", (t, f, s, s, 3)),

@@ -424,14 +424,17 @@ def test_decoder_over_its_time_is_killed_and_the_pool_goes_on(tmp_path: Path) ->
     pool = DecodePool(slots=1, timeout_s=0.01, grace_s=0.0)
     pool.warm()
 
+    async def decode(req: DecodeRequest) -> list:
+        return [b async for b in pool.stream(req, batch_size=4)]
+
     async def run() -> None:
         # time_budget_s=None: pemt.media would not stop itself, only the kill does
         with pytest.raises(MediaRejected) as e:
-            await pool.decode(DecodeRequest(str(slow), media_cfg))
+            await decode(DecodeRequest(str(slow), media_cfg))
         assert e.value.code == "timeout" and http_status(e.value) == 422
         pool.timeout_s = 30.0
-        res = await pool.decode(DecodeRequest(str(quick), media_cfg))
-        assert len(res.windows) == 1 and res.thumbnails[0][:2] == b"\xff\xd8"
+        (batch,) = await decode(DecodeRequest(str(quick), media_cfg))
+        assert len(batch.windows) == 1 and batch.thumbnails[0][:2] == b"\xff\xd8"
 
     asyncio.run(run())
     pool.close()

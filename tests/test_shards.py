@@ -100,3 +100,94 @@ def test_cli_make_and_inspect(
     text = capsys.readouterr().out
     assert "samples: 4" in text and "cat=2" in text and "dog=2" in text
     assert main(["shards", "make", str(tmp_path / "nowhere"), str(out)]) == 2
+
+
+@pytest.fixture(scope="module")
+def wds_shards(video_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """The same three samples written by webdataset's own TarWriter, plain and gzipped; two of
+    them share a basename (``dog/x`` and ``cat/x``)."""
+    import webdataset as wds
+
+    root = tmp_path_factory.mktemp("wds")
+    clip = (video_dir / "cat" / "a.mp4").read_bytes()
+    other = (video_dir / "dog" / "c.mp4").read_bytes()
+    samples = [
+        {"__key__": "dog/x", "mp4": other, "json": {"label": "dog"}},
+        {"__key__": "cat/x", "mp4": clip, "json": {"label": "cat"}},
+        {"__key__": "cat/y", "mp4": clip, "json": {"label": "cat"}},
+    ]
+    paths = {"tar": root / "keys.tar", "gz": root / "keys.tar.gz"}
+    for path in paths.values():
+        with wds.TarWriter(str(path)) as sink:
+            for sample in samples:
+                sink.write(sample)
+    return paths
+
+
+def _keys_and_labels(samples: list[dict]) -> list[tuple[str, str]]:
+    return [(s["__key__"], json.loads(s["json"])["label"]) for s in samples]
+
+
+def test_webdataset_keys_with_directories_stay_apart(
+    wds_shards: dict[str, Path], video_dir: Path
+) -> None:
+    """Keys are full member paths, as webdataset groups them: dog/x and cat/x are two samples."""
+    import webdataset as wds
+
+    got = list(iter_samples(str(wds_shards["tar"])))
+    assert _keys_and_labels(got) == [("dog/x", "dog"), ("cat/x", "cat"), ("cat/y", "cat")]
+    assert got[0]["mp4"] == (video_dir / "dog" / "c.mp4").read_bytes()
+    assert got[1]["mp4"] == (video_dir / "cat" / "a.mp4").read_bytes()
+    # the same grouping as webdataset's own reader
+    theirs = list(wds.WebDataset(str(wds_shards["tar"]), shardshuffle=False))
+    assert [s["__key__"] for s in theirs] == [s["__key__"] for s in got]
+    assert inspect_shards(str(wds_shards["tar"]))["labels"] == {"cat": 2, "dog": 1}
+
+
+def test_gzipped_and_piped_shards_read_like_plain_ones(
+    wds_shards: dict[str, Path], tmp_path: Path
+) -> None:
+    want = _keys_and_labels(list(iter_samples(str(wds_shards["tar"]))))
+    assert _keys_and_labels(list(iter_samples(str(wds_shards["gz"])))) == want
+    assert _keys_and_labels(list(iter_samples(f"pipe:cat {wds_shards['gz']}"))) == want
+    # a directory spec picks up .tar.gz shards too
+    assert sorted(expand_urls(wds_shards["tar"].parent)) == sorted(
+        str(p) for p in wds_shards.values()
+    )
+    # a command that fails is a damaged shard, reported, not a crash or a silent empty shard
+    errors: list[str] = []
+    assert list(iter_samples(f"pipe:cat {tmp_path / 'missing.tar'}", errors)) == []
+    assert len(errors) == 1 and "missing.tar" in errors[0]
+    with pytest.raises(ValueError, match="missing.tar"):
+        list(iter_samples(f"pipe:cat {tmp_path / 'missing.tar'}"))
+    # stopping early ends the command instead of leaving it running
+    first = next(iter(iter_samples(f"pipe:cat {wds_shards['tar']}")))
+    assert first["__key__"] == "dog/x"
+
+
+def test_http_shards_are_read_through_webdataset(wds_shards: dict[str, Path]) -> None:
+    """An http:// shard from a real HTTP server on loopback (webdataset opens it with curl)."""
+    import functools
+    import shutil
+    import threading
+    from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+
+    if shutil.which("curl") is None:
+        pytest.skip("webdataset reads http:// shards with curl, which is not installed")
+
+    class Quiet(SimpleHTTPRequestHandler):
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    serve = functools.partial(Quiet, directory=str(wds_shards["tar"].parent))
+    with ThreadingHTTPServer(("127.0.0.1", 0), serve) as httpd:
+        threading.Thread(target=httpd.serve_forever, daemon=True).start()
+        try:
+            base = f"http://127.0.0.1:{httpd.server_address[1]}"
+            urls = expand_urls(f"{base}/keys.tar,{base}/keys.tar.gz")
+            assert urls == [f"{base}/keys.tar", f"{base}/keys.tar.gz"]
+            for url in urls:
+                assert [s["__key__"] for s in iter_samples(url)] == ["dog/x", "cat/x", "cat/y"]
+                assert all(s["__url__"] == url for s in iter_samples(url))
+        finally:
+            httpd.shutdown()

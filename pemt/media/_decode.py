@@ -47,7 +47,6 @@ _EPS = 1e-3  # seconds: a frame this close after a target time still counts as "
 # whose audio stops early, or whose streams are badly interleaved)
 _MAX_VIDEO_LAG = 12  # buffered video segments waiting for audio
 _MAX_AUDIO_LAG = 600  # buffered audio segments waiting for video (they are small)
-_MAX_GAP_S = 300.0  # a longer jump between video frames is damage (it would be held that long)
 # demuxers that are not audio/video or that open other files or URLs on their own
 _REFUSED_FORMATS = {"tty", "hls", "concat", "ffmetadata", "image2", "lavfi", "data", "bin"}
 # image containers: a picture (even an animated one, which has no sound) is not a video; the
@@ -97,16 +96,24 @@ _EXACT_DURATION = ("mov", "matroska", "avi")
 
 @dataclass(frozen=True)
 class DecodeLimits:
-    """Bounds checked before and while decoding; over a bound raises LimitError or
-    DecodeTimeoutError."""
+    """Bounds checked before and while decoding; over a bound raises LimitError,
+    DecodeTimeoutError or (``max_gap_s``) CorruptMediaError.
+
+    ``max_gap_s``: the longest one video frame may stand in for missing ones (sample and hold).
+    A timestamp jump longer than this between frames (or before the first frame) is damage,
+    not a still picture, so it raises CorruptMediaError: a few tiny frames far apart must not
+    turn into an hour of held frames. A last frame that claims a longer duration is held this
+    long; the video ends there (later segments are masked)."""
 
     max_bytes: int = 4 * 1024**3  # 4 GiB
     max_duration_s: float = 3 * 3600.0  # 3 h
     max_pixels: int = 7680 * 4320  # 8K
     time_budget_s: float = 300.0  # wall-clock seconds of decoding
+    max_gap_s: float = 5.0  # seconds one video frame may be held
 
     def __post_init__(self) -> None:
-        if min(self.max_bytes, self.max_duration_s, self.max_pixels, self.time_budget_s) <= 0:
+        bounds = (self.max_bytes, self.max_duration_s, self.max_pixels, self.time_budget_s)
+        if min(*bounds, self.max_gap_s) <= 0:
             raise ValueError(f"DecodeLimits fields must be positive, got {self}")
 
 
@@ -515,11 +522,6 @@ class _VideoSampler:
             return
         if self.prev is None:  # the first frame also stands for the targets before it
             self.prev, self.prev_rgb = frame, None
-        elif t - self.prev_end > _MAX_GAP_S:
-            raise CorruptMediaError(
-                f"video timestamps jump by {t - self.prev_end:.0f} s at {self.prev_end:.1f} s; "
-                "the file is damaged: re-export it"
-            )
         while self.clock.target(self.i) < t - _EPS:
             self._take(self.prev)
         if self.prev is not frame:
@@ -756,17 +758,27 @@ class SegmentStream:
     def _segments(self) -> Iterator[Segment]:
         o, v, a = self.opened, self.video, self.audio
         max_t = self.opened.limits.max_duration_s
+        max_gap = self.opened.limits.max_gap_s
+        audio_started = False
         produced = 0
         o.budget.resume()
         try:
+            last_v: float | None = None  # start of the previous video frame (content time)
             for kind, frame, t, dur in self._events():
                 if kind == "v":
                     assert v is not None and t is not None
+                    held_from = last_v if last_v is not None else 0.0
+                    if t - held_from > max_gap:
+                        self._gap("video", held_from, t)
+                    last_v = t
                     if t > max_t:
                         self._too_long()
-                    v.push(frame, t, dur)
+                    v.push(frame, t, min(dur, max_gap))
                 else:
                     assert a is not None
+                    if not audio_started and t is not None and t > max_gap:
+                        self._gap("audio", 0.0, t)  # it would be padded with silence
+                    audio_started = True
                     a.push(frame, t)
                     if a.total / a.sr > max_t:
                         self._too_long()
@@ -814,6 +826,14 @@ class SegmentStream:
         raise LimitError(
             f"{self.name} lasts longer than the limit of {lim:.0f} s; cut it into shorter parts",
             code="too_long",
+        )
+
+    def _gap(self, stream: str, since: float, t: float) -> None:
+        raise CorruptMediaError(
+            f"{self.name}: the {stream} timestamps jump from {since:.1f} s to {t:.1f} s, a gap "
+            f"longer than {self.opened.limits.max_gap_s:g} s (it would be filled with a held "
+            "frame or silence); the file is damaged: re-export it (or raise "
+            "DecodeLimits.max_gap_s)"
         )
 
     def _bound_lag(self) -> None:

@@ -8,11 +8,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pemt.config import MediaConfig, ModelConfig
+from pemt.config import MediaConfig
 from pemt.media._audio import check_media_config
 from pemt.media._decode import THUMBNAIL_SIZE, DecodeLimits, Segment, SegmentStream, Source
 from pemt.media._select import log, open_segments, resolve_decoder
-from pemt.spec import model_inputs
+from pemt.spec import window_inputs
 
 __all__ = ["Window", "batch_windows", "iter_windows", "load_windows"]
 
@@ -228,14 +228,9 @@ def batch_windows(
             "windows have different shapes; batch only windows decoded with one MediaConfig"
         )
     arrays = {name: np.stack([getattr(w, name) for w in windows]) for name in names}
-    cfg = (
-        ModelConfig(media=media_cfg, positions=max(22, 1 + media_cfg.num_segments))
-        if media_cfg is not None
-        else None
-    )  # only cfg.media matters to the input specs
-    for spec in model_inputs(cfg or ModelConfig()):
+    for spec in window_inputs(media_cfg or MediaConfig()):
         arr = arrays[spec.name]
-        if cfg is not None:
+        if media_cfg is not None:
             spec.check(arr)
         elif arr.dtype != spec.np_dtype or arr.ndim != len(spec.shape) + 1:
             raise ValueError(

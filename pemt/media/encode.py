@@ -34,6 +34,7 @@ from av.video.stream import VideoStream
 
 __all__ = [
     "PERIOD_S",
+    "make_sparse_video",
     "make_test_video",
     "pattern_frame",
     "pattern_green",
@@ -220,4 +221,60 @@ def make_test_video(
             out.mux(astream.encode(None))
         if vstream is not None:
             out.mux(vstream.encode(None))
+    return path
+
+
+def make_sparse_video(
+    path: str | Path,
+    frame_times: list[float],
+    *,
+    width: int = 16,
+    height: int = 16,
+    last_duration: float | None = None,
+    audio_at: float | None = None,
+    audio_seconds: float = 1.0,
+) -> Path:
+    """Encode an H.264 MP4 whose frames sit at ``frame_times`` (seconds, increasing), however
+    far apart: the timestamps are written as given (millisecond time base), so a few tiny frames
+    can claim a long duration. ``last_duration`` (seconds) is what the container states for the
+    last frame; ``audio_at`` adds ``audio_seconds`` of 8 kHz AAC tone starting at that time (no
+    audio otherwise). Used to test how decoders treat gaps. Returns the path."""
+    path = Path(path)
+    if not frame_times or any(b <= a for a, b in zip(frame_times, frame_times[1:], strict=False)):
+        raise ValueError(f"frame_times must be non-empty and increasing, got {frame_times}")
+    if width % 2 or height % 2 or width <= 0 or height <= 0:
+        raise ValueError(f"width and height must be positive and even, got {width}x{height}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tb = Fraction(1, 1000)
+    rate = 8000
+    with av.open(str(path), "w") as out:
+        vstream = cast(VideoStream, out.add_stream("libx264", rate=25))
+        vstream.width, vstream.height, vstream.pix_fmt = width, height, "yuv420p"
+        vstream.time_base = vstream.codec_context.time_base = tb
+        # no B-frames: the last packet decoded is the last shown, and carries last_duration
+        vstream.options = {**_VIDEO_OPTIONS["libx264"], "bf": "0"}
+        astream = None
+        if audio_at is not None:
+            astream = cast(AudioStream, out.add_stream("aac", rate=rate, layout="mono"))
+        packets = []
+        for i, t in enumerate(frame_times):
+            img = pattern_frame(t, width, height, pattern=i)
+            frame = av.VideoFrame.from_ndarray(img, format="rgb24").reformat(format="yuv420p")
+            frame.pts = round(t * 1000)
+            packets += vstream.encode(frame)
+        packets += vstream.encode(None)
+        if last_duration is not None:
+            packets[-1].duration = round(last_duration * 1000)
+        out.mux(packets)
+        if astream is not None and audio_at is not None:
+            start = round(audio_at * rate)
+            for k in range(0, round(audio_seconds * rate), 1024):
+                tone = 0.5 * np.sin(2 * np.pi * 440.0 * np.arange(k, k + 1024) / rate)
+                aframe = av.AudioFrame.from_ndarray(
+                    tone.astype(np.float32)[None], format="fltp", layout="mono"
+                )
+                aframe.sample_rate, aframe.pts = rate, start + k
+                aframe.time_base = Fraction(1, rate)
+                out.mux(astream.encode(aframe))
+            out.mux(astream.encode(None))
     return path

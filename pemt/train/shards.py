@@ -11,9 +11,13 @@ Files that fail to probe or decode are skipped and listed (printed and written t
 ``OUT_DIR/skipped.txt``), never silently. Shards are written with fixed member metadata (mtime 0,
 no owner) so the same input gives byte-identical shards. Any WebDataset reader reads them.
 
-Shard specs (for reading): a path, a directory (its ``*.tar``), a glob, a brace pattern
-(``shard-{000000..000009}.tar``), a ``pipe:`` URL (``pipe:aws s3 cp s3://b/shard-000001.tar -``),
-or several of these separated by spaces or commas.
+Shard specs (for reading): a path, a directory (its ``*.tar``, ``*.tar.gz``, ``*.tgz``), a glob,
+a brace pattern (``shard-{000000..000009}.tar``), a URL webdataset opens (``http(s)://`` through
+curl, ``gs://``, ...), a ``pipe:`` command (``pipe:aws s3 cp s3://b/shard-000001.tar -``), or
+several of these separated by spaces or commas. Reading is webdataset's own (``gopen``,
+``tar_file_expander``, ``group_by_keys``): gzip-compressed shards work, and a sample's key is
+its full member path up to the first dot of the file name, so shards written by
+``webdataset.TarWriter`` with keys like ``dog/x`` and ``cat/x`` read back as two samples.
 """
 
 from __future__ import annotations
@@ -30,9 +34,10 @@ from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 __all__ = [
+    "SHARD_SUFFIXES",
     "VIDEO_EXTENSIONS",
     "MakeReport",
     "expand_urls",
@@ -203,9 +208,24 @@ def make_shards(
 
 # --- reading --------------------------------------------------------------------------------
 
+# the archives a directory spec picks up (webdataset reads all three)
+SHARD_SUFFIXES = (".tar", ".tar.gz", ".tgz")
+
+
+def _is_url(part: str) -> bool:
+    """``pipe:`` or a URL scheme webdataset's ``gopen`` opens (http(s), gs, ais, hf, file, ...)."""
+    from webdataset.gopen import gopen_schemes
+
+    scheme, sep, _ = part.partition(":")
+    return bool(sep) and (scheme in gopen_schemes or scheme == "file") and scheme != "__default__"
+
 
 def expand_urls(spec: str | Path | list[str]) -> list[str]:
-    """Shard URLs from a spec (see the module docstring). Raises ValueError if nothing matches."""
+    """Shard URLs from a spec (see the module docstring). Raises ValueError if nothing matches.
+
+    Local paths are checked (a missing file is an error now, not at read time); ``pipe:`` and
+    URLs (``http://``, ``https://``, ``gs://``, ...) are brace-expanded and passed on as they
+    are. A directory stands for its ``*.tar``, ``*.tar.gz`` and ``*.tgz`` files."""
     from braceexpand import braceexpand
 
     if isinstance(spec, list):
@@ -215,68 +235,95 @@ def expand_urls(spec: str | Path | list[str]) -> list[str]:
         parts = [s] if s.startswith("pipe:") else s.replace(",", " ").split()
     urls: list[str] = []
     for part in parts:
-        if part.startswith("pipe:"):
+        if _is_url(part):
             urls.extend(braceexpand(part))
             continue
         for item in braceexpand(part):
             p = Path(item)
             if p.is_dir():
-                urls.extend(sorted(str(x) for x in p.glob("*.tar")))
+                found = {x for suffix in SHARD_SUFFIXES for x in p.glob(f"*{suffix}")}
+                urls.extend(sorted(str(x) for x in found))
             elif glob.has_magic(item):
                 urls.extend(sorted(glob.glob(item)))
             elif p.is_file():
                 urls.append(item)
             else:
                 raise ValueError(
-                    f"shard {item} does not exist; pass a path, glob, {{a..b}} or pipe:"
+                    f"shard {item} does not exist; pass a path, directory, glob, {{a..b}} "
+                    "pattern, URL or pipe: command"
                 )
     if not urls:
         raise ValueError(f"no shards match {spec!r}")
     return urls
 
 
-def _open(url: str) -> tuple[IO[bytes], subprocess.Popen[bytes] | None]:
-    if url.startswith("pipe:"):
-        proc = subprocess.Popen(url[len("pipe:") :], shell=True, stdout=subprocess.PIPE)
-        assert proc.stdout is not None
-        return proc.stdout, proc
-    return open(url, "rb"), None
+def _close(stream: Any, url: str) -> str | None:
+    """Close a stream from webdataset's ``gopen``; for a ``pipe:`` command, end the command and
+    return what went wrong with it (None if it exited cleanly or we stopped reading early)."""
+    proc = getattr(stream, "proc", None)  # webdataset.gopen.Pipe
+    if proc is None:
+        stream.close()
+        return None
+    stream.stream.close()  # a writer still running gets SIGPIPE
+    try:
+        status = proc.wait(5.0)
+    except subprocess.TimeoutExpired:  # it ignores SIGPIPE: we stopped reading, so stop it
+        proc.kill()
+        proc.wait()
+        return None
+    # 141 / -13: killed by SIGPIPE because we stopped reading before the end
+    if status not in (0, 141, -13):
+        return f"{url}: the command reading it exited with status {status}"
+    return None
 
 
 def iter_samples(url: str, errors: list[str] | None = None) -> Iterator[dict[str, Any]]:
     """Samples of one shard in order: ``{"__key__", "__url__", ext: bytes, ...}``.
 
-    A damaged shard ends its iteration; the reason is appended to ``errors`` (when given)
-    instead of raising, so that one bad shard does not stop training.
+    Built on webdataset's own primitives: ``gopen`` opens the URL (a path, ``pipe:CMD``,
+    ``http(s)://`` through curl, ...), ``tar_file_expander`` reads the archive (plain or
+    gzip-compressed) and ``group_by_keys`` groups consecutive members by their full key, the
+    member path up to the first dot of its last component (``dog/x.mp4`` and ``cat/x.mp4`` are
+    two samples), exactly as ``webdataset.WebDataset`` does.
+
+    A damaged shard ends its iteration and the sample it was reading is dropped (it may be
+    incomplete); the reason is appended to ``errors`` (when given) so that one bad shard does
+    not stop training, otherwise ValueError is raised.
     """
-    stream, proc = _open(url)
-    current: dict[str, Any] | None = None
+    from webdataset import tariterators as wt
+    from webdataset.gopen import gopen
+
+    failures: list[str] = []
+
+    def handler(exn: BaseException) -> bool:
+        # webdataset appends " @ <stream>" to the first argument; the URL says it better
+        first = exn.args[0] if exn.args and isinstance(exn.args[0], str) else str(exn)
+        failures.append(f"{url}: {type(exn).__name__}: {first.split(' @ ')[0]}")
+        return False  # stop reading this shard
+
     try:
-        with tarfile.open(fileobj=stream, mode="r|") as tar:
-            for member in tar:
-                if not member.isfile():
-                    continue
-                base = os.path.basename(member.name)
-                key, _, ext = base.partition(".")
-                f = tar.extractfile(member)
-                data = f.read() if f is not None else b""
-                if current is not None and current["__key__"] != key:
-                    yield current
-                    current = None
-                if current is None:
-                    current = {"__key__": key, "__url__": url}
-                current[ext.lower()] = data
-        if current is not None:
-            yield current
-    except (tarfile.TarError, OSError, EOFError) as e:
+        stream = gopen(url, "rb")
+    except Exception as e:  # noqa: BLE001 - whatever the opener raises, report it per shard
+        handler(e)
+        stream = None
+    if stream is not None:
+        files = wt.tar_file_expander([{"url": url, "stream": stream}], handler=handler)
+        held: dict[str, Any] | None = None  # one behind, so a failure can drop a partial sample
+        try:
+            for sample in wt.group_by_keys(files, handler=handler):
+                if held is not None:
+                    yield held
+                held = sample
+        finally:
+            exited = _close(stream, url)
+            if exited:  # a failed command explains the read error it caused
+                failures.insert(0, exited)
+        if held is not None and not failures:
+            yield held
+    if failures:
         if errors is None:
-            raise ValueError(f"shard {url} is damaged: {e}") from e
-        errors.append(f"{url}: {type(e).__name__}: {e}")
-    finally:
-        stream.close()
-        if proc is not None:
-            proc.kill()
-            proc.wait()
+            raise ValueError(f"shard {url} is damaged or unreadable: {failures[0]}")
+        errors.extend(failures[:1])
 
 
 def inspect_shards(spec: str | Path | list[str]) -> dict[str, Any]:

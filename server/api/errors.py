@@ -65,6 +65,7 @@ MEDIA_STATUS: dict[str, int] = {
     "too_large": 413,
     "resolution": 422,
     "timeout": 422,
+    "too_many_windows": 413,  # server.core.decode: PEMT_MAX_WINDOWS_PER_REQUEST
 }
 
 # Request fields whose validation errors carry their own code (everything else:

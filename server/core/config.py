@@ -49,6 +49,16 @@ class Settings(BaseSettings):
     max_duration_s: float = Field(3600.0, gt=0)
     max_pixels: int = Field(3840 * 2160, gt=0)
     decode_timeout_s: float = Field(120.0, gt=0)
+    # the work one upload may cause: windows embedded per request (a one-hour clip at the
+    # default stride of half a 30-s window gives 240); more is refused with 413
+    max_windows_per_request: int = Field(256, ge=1, le=100_000)
+    # the smallest stride a client may ask for, seconds (rounded up to whole segments);
+    # unset: a quarter of the request's window. A smaller stride is refused with 400
+    min_stride_s: float | None = Field(None, gt=0)
+    # the longest one video frame may stand for missing ones (a timestamp jump between frames,
+    # or a last frame's duration); a longer jump is damage (422 corrupt), a longer last frame
+    # is cut there (the rest of the window's video is masked)
+    max_gap_s: float = Field(5.0, gt=0, le=3600)
     require_audio: bool = False
     require_video: bool = False
     api_keys: Annotated[tuple[str, ...], NoDecode] = ()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import time
@@ -24,9 +25,11 @@ __all__ = [
     "clip_of",
     "clip_summary",
     "embed_upload",
-    "windowing",
+    "min_stride_segments",
     "query_vector",
+    "resolve_stride",
     "window_metadata",
+    "windowing",
 ]
 
 # search modality -> model output
@@ -70,6 +73,12 @@ def windowing(state: AppState, window: float | None, stride: float | None) -> in
     segments (None: the model's)."""
     media = state.backend.cfg.media
     seg = media.segment_seconds
+    if media.layout == "spread" and (window is not None or stride is not None):
+        raise InvalidRequest(
+            "this model spreads one window's segments over the whole video (layout 'spread'); "
+            "window and stride do not apply: leave them out",
+            code="invalid_window" if window is not None else "invalid_stride",
+        )
     if stride is not None:
         k = stride / seg if math.isfinite(stride) else -1.0
         max_s = state.settings.max_duration_s
@@ -91,6 +100,42 @@ def windowing(state: AppState, window: float | None, stride: float | None) -> in
     return round(n)
 
 
+def min_stride_segments(state: AppState, window: int) -> int:
+    """The smallest stride (in segments) a request with ``window``-segment windows may use:
+    PEMT_MIN_STRIDE_S rounded up to whole segments, or by default a quarter of the window, so
+    that no second of the clip is embedded more than four times."""
+    s = state.settings
+    if s.min_stride_s is None:
+        return max(1, math.ceil(window / 4))
+    return max(1, math.ceil(s.min_stride_s / state.backend.cfg.media.segment_seconds - 1e-6))
+
+
+def resolve_stride(state: AppState, stride: float | None, window: int) -> float | None:
+    """The stride to decode with, in seconds (``stride`` already passed :func:`windowing`),
+    checked against the floor (400 ``invalid_stride``); None keeps pemt.media's default (half
+    a window) when that is allowed. The spread layout has no stride."""
+    media = state.backend.cfg.media
+    if media.layout == "spread":
+        return None
+    seg = media.segment_seconds
+    floor = min_stride_segments(state, window)
+    if stride is None:
+        return None if max(1, window // 2) >= floor else floor * seg
+    if round(stride / seg) < floor:
+        s = state.settings
+        setting = (
+            f"PEMT_MIN_STRIDE_S={s.min_stride_s:g}"
+            if s.min_stride_s is not None
+            else "a quarter of the window (PEMT_MIN_STRIDE_S unset)"
+        )
+        raise InvalidRequest(
+            f"stride={stride:g} s is below the minimum of {floor * seg:g} s for "
+            f"{window * seg:g}-s windows ({setting}); send stride={floor * seg:g} or more",
+            code="invalid_stride",
+        )
+    return stride
+
+
 async def embed_upload(
     state: AppState,
     upload: Upload,
@@ -98,42 +143,56 @@ async def embed_upload(
     window_segments: int | None = None,
     stride: float | None = None,
 ) -> Embedded:
-    """Decode the upload (child process) and run the model on its windows. ``window_segments``
-    and ``stride`` as ``windowing`` returned and checked them."""
+    """Decode the upload in a child process and embed it batch by batch as windows arrive;
+    only the vectors, window times and JPEG thumbnails are kept (see server.core.decode).
+    ``window_segments`` and ``stride`` as ``windowing`` returned and checked them."""
     s = state.settings
     assert upload.path is not None
     if upload.size == 0:
         state.metrics.media_errors.labels("empty").inc()
         raise MediaRejected("empty", "the uploaded file is empty (0 bytes); send a video file")
+    media = state.backend.cfg.media
+    stride_s = resolve_stride(state, stride, window_segments or media.num_segments)
     req = DecodeRequest(
         path=str(upload.path),
-        media=state.backend.cfg.media,
+        media=media,
         window_segments=window_segments,
-        stride_s=stride,
+        stride_s=stride_s,
         max_bytes=s.max_upload_bytes,
         max_duration_s=s.max_duration_s,
         max_pixels=s.max_pixels,
         time_budget_s=s.decode_timeout_s,
+        max_gap_s=s.max_gap_s,
         require_audio=s.require_audio,
         require_video=s.require_video,
+        max_windows=s.max_windows_per_request,
         decoder=state.video_decoder,
     )
+    windows: list[WindowInfo] = []
+    thumbnails: list[bytes | None] = []
+    parts: dict[str, list[np.ndarray]] = {m: [] for m in MODALITIES}
+    model_s = 0.0
     t0 = time.perf_counter()
     try:
-        decoded = await state.decoder.decode(req)
+        batches = state.decoder.stream(req, state.backend.max_batch)
+        async with contextlib.aclosing(batches):
+            async for batch in batches:
+                tm = time.perf_counter()
+                outputs = await state.backend.embed(batch.inputs)
+                model_s += time.perf_counter() - tm
+                for m, name in MODALITIES.items():
+                    parts[m].append(np.asarray(outputs[name], dtype=np.float32))
+                windows += batch.windows
+                thumbnails += batch.thumbnails
+                state.metrics.windows.inc(len(batch.windows))
     except MediaRejected as e:
         state.metrics.media_errors.labels(e.code).inc()
         raise
-    t1 = time.perf_counter()
-    outputs = await state.backend.embed(decoded.inputs)
-    t2 = time.perf_counter()
-    state.metrics.observe_stage("decode", t1 - t0)
-    state.metrics.observe_stage("model", t2 - t1)
-    state.metrics.windows.inc(len(decoded.windows))
-    vectors = {m: np.asarray(outputs[name], dtype=np.float32) for m, name in MODALITIES.items()}
-    return Embedded(
-        decoded.windows, vectors, decoded.thumbnails, {"decode": t1 - t0, "model": t2 - t1}
-    )
+    decode_s = time.perf_counter() - t0 - model_s  # waiting for the child's windows
+    state.metrics.observe_stage("decode", decode_s)
+    state.metrics.observe_stage("model", model_s)
+    vectors = {m: np.concatenate(p) for m, p in parts.items()}
+    return Embedded(windows, vectors, thumbnails, {"decode": decode_s, "model": model_s})
 
 
 def clip_item_ids(index: Any, clip_id: str) -> list[str]:
