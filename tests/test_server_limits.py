@@ -23,6 +23,7 @@ import pytest
 from pemt.config import get_config
 from pemt.media import CorruptMediaError, DecodeLimits, load_windows
 from pemt.media.encode import make_sparse_video, make_test_video
+from server.api.errors import http_status
 from server.core.config import SettingsError, load_settings
 from server.core.decode import DecodePool, DecodeRequest, least_windows
 from server.core.errors import MediaRejected
@@ -123,7 +124,7 @@ def test_pool_streams_batches_and_stops_at_the_limit(files: dict[str, Path]) -> 
         # over max_windows: refused from the declared duration before any window is decoded
         with pytest.raises(MediaRejected) as e:
             await batches(files["long"], 2, max_windows=MAX_WINDOWS)
-        assert e.value.code == "too_many_windows" and e.value.status == 413
+        assert e.value.code == "too_many_windows" and http_status(e.value) == 413
         assert "8 windows" in e.value.message
         # ... or stopped at the first window over it when the declared duration undercounts
         received = []
