@@ -38,7 +38,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default="fp32",
         help="TensorRT precision (engine, or the accelerator's precision_mode); ONNX I/O stays fp32",
     )
-    p.add_argument("--max-batch", type=int, default=8, help="max windows per Triton batch")
+    p.add_argument(
+        "--max-batch",
+        type=int,
+        help="max windows per Triton batch (default: 32 for the onnxruntime backend on a GPU, "
+        "where batch 32 measured 3.7x the clips/s of batch 1; 8 for the CPU python backend); "
+        "dynamic batching prefers max/4, max/2 and max",
+    )
+    p.add_argument(
+        "--instances", type=int, default=1, help="model instances per GPU (CPU) (default: 1)"
+    )
     p.add_argument(
         "--format",
         choices=["onnx", "tensorrt", "all"],
@@ -68,6 +77,7 @@ def main(argv: list[str] | None = None) -> int:
         name=args.name,
         precision=args.precision,
         max_batch=args.max_batch,
+        instances=args.instances,
         format=args.format,
         layout=args.layout,
         triton_backend=args.triton_backend,

@@ -65,7 +65,10 @@ class BuildOptions:
     out: Path = Path("model_repository")
     name: str = "pemt"
     precision: str = "fp32"  # fp16: TensorRT builds/runs in FP16; ONNX I/O stays per pemt.spec
-    max_batch: int = 8
+    # windows per Triton batch; None: 32 for the GPU backend (the H200 runs batch 32 at 3.7x the
+    # clips/s of batch 1, BENCHMARKS.md), 8 for the CPU python backend (CPU batches gain little)
+    max_batch: int | None = None
+    instances: int = 1  # model instances per GPU (or CPU) in the instance group
     format: str = "all"  # onnx | tensorrt (required) | all (engine when possible)
     layout: str = "single"
     triton_backend: str = "onnxruntime"
@@ -115,6 +118,13 @@ def _size(n: int) -> str:
     return str(n)
 
 
+def max_batch(o: BuildOptions) -> int:
+    """The batch bound the repository is built for (see ``BuildOptions.max_batch``)."""
+    if o.max_batch is not None:
+        return o.max_batch
+    return 32 if o.triton_backend == "onnxruntime" else 8
+
+
 def _validate(o: BuildOptions) -> None:
     for value, allowed, flag in (
         (o.precision, PRECISIONS, "--precision"),
@@ -124,8 +134,10 @@ def _validate(o: BuildOptions) -> None:
     ):
         if value not in allowed:
             raise ExportError(f"{flag} {value!r} is not one of {list(allowed)}")
-    if o.max_batch < 1:
+    if o.max_batch is not None and o.max_batch < 1:
         raise ExportError(f"--max-batch must be >= 1, got {o.max_batch}")
+    if o.instances < 1:
+        raise ExportError(f"--instances must be >= 1, got {o.instances}")
     if o.parity_batch < 1:
         raise ExportError(f"parity batch must be >= 1, got {o.parity_batch}")
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", o.name):
@@ -239,7 +251,7 @@ def _build(o: BuildOptions, log: Callable[[str], None]) -> BuildReport:
 
     out_root = Path(o.out)
     out_root.mkdir(parents=True, exist_ok=True)
-    plan = plan_repository(cfg, o.name, o.layout, o.max_batch)
+    plan = plan_repository(cfg, o.name, o.layout, max_batch(o))
     with tempfile.TemporaryDirectory(prefix=".staging-", dir=out_root) as staging:
         stage = Path(staging)
         t0 = time.perf_counter()
@@ -277,6 +289,7 @@ def _build(o: BuildOptions, log: Callable[[str], None]) -> BuildReport:
                 backend=o.triton_backend,
                 engine=engine,
                 precision=o.precision if accel else "",
+                instance_count=o.instances,
             )
             if not accel and o.triton_backend == "onnxruntime":
                 config.optimization.Clear()
@@ -433,4 +446,7 @@ def _build_engines(
         checked = "parity checked"
     else:
         checked = "ensemble engines built; parity checked through ONNX Runtime only"
-    return f"engine built ({trt_reason}, {o.precision}, profile 1/{max(1, o.max_batch // 2)}/{o.max_batch}); {checked}"
+    mb = max_batch(o)
+    return (
+        f"engine built ({trt_reason}, {o.precision}, profile 1/{max(1, mb // 2)}/{mb}); {checked}"
+    )
