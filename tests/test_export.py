@@ -110,7 +110,7 @@ def test_cli_single_onnxruntime(single_repo: tuple[Path, str]) -> None:
     assert config.dynamic_batching.max_queue_delay_microseconds > 0
     accel = config.optimization.execution_accelerators.gpu_execution_accelerator
     assert accel[0].name == "tensorrt" and accel[0].parameters["precision_mode"] == "FP32"
-    # warmup at load: batch 1 and the largest batch (the accelerator's engine covers 1..8)
+    # warmup at load: batch 1 and the largest batch (the accelerator's engine covers 1..32)
     assert [(w.name, w.batch_size) for w in config.model_warmup] == [
         ("pemt_batch_1", 1),
         ("pemt_batch_32", 32),
@@ -129,7 +129,7 @@ def test_cli_single_onnxruntime(single_repo: tuple[Path, str]) -> None:
         for c, o, w in zip(got_cfg, got_onnx, want, strict=True):
             assert tuple(c.dims) == w.shape and o.shape == (-1, *w.shape)
             assert o.dtype == w.dtype
-    plan = plan_repository(cfg, "pemt", "single", 8)
+    plan = plan_repository(cfg, "pemt", "single", 32)
     assert check_repository(out, plan, backend="onnxruntime", engine=False) == []
     # the model travels with the config that built it (the server reads either)
     assert ModelConfig.from_dict(json.loads(config.parameters["pemt.config"].string_value)) == cfg
