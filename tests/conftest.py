@@ -155,3 +155,20 @@ def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from server.testing import build_test_repository
 
     return build_test_repository(tmp_path_factory.getbasetemp() / "pemt-tiny" / "repo")
+
+
+@pytest.fixture(scope="session")
+def milvus_server(tmp_path_factory: pytest.TempPathFactory):
+    """One ``milvus-lite server`` for the whole session (the Milvus backend's tests share it;
+    each test uses its own collection). Skips when the milvus extra is not installed."""
+    if (
+        importlib.util.find_spec("milvus_lite") is None
+        or importlib.util.find_spec("pymilvus") is None
+    ):
+        pytest.skip("milvus-lite / pymilvus not installed (pip install -e '.[milvus]')")
+    from server.testing import MilvusLiteServer
+
+    root = tmp_path_factory.mktemp("milvus")
+    server = MilvusLiteServer(root / "data", log_path=root / "milvus.log").start()
+    yield server
+    server.stop()

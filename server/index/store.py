@@ -829,6 +829,21 @@ class VectorIndex:
         )
         return [row_item(r) for r in rows]
 
+    def model_identity(self) -> dict[str, Any] | None:
+        """The model that writes this index (``info.model``), None before one was recorded."""
+        row = self._rcon().execute("SELECT value FROM info WHERE name='model'").fetchone()
+        return None if row is None else dict(json.loads(row[0]))
+
+    def set_model_identity(self, identity: Mapping[str, Any]) -> None:
+        """Record the model that writes this index (durable when it returns, like a write)."""
+        text = json.dumps(dict(identity), sort_keys=True)
+        with self._write_mutex:
+            with self._transaction() as con:
+                con.execute(
+                    "INSERT OR REPLACE INTO info (name, value) VALUES ('model', ?)", (text,)
+                )
+            self._acknowledge()
+
     def count(self) -> int:
         """Number of items."""
         self._check_open()
