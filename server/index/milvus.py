@@ -80,6 +80,17 @@ __all__ = ["MilvusIndex", "tag"]
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
+
+class _NoMvccNotice(logging.Filter):
+    """milvus-lite answers no MVCC timestamp; pymilvus's query iterator then warns on every
+    call and uses the client's clock, which is what we want (reads are Strong anyway)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "failed to get mvccTs" not in record.getMessage()
+
+
+logging.getLogger("pymilvus.client.iterator.query_iterator").addFilter(_NoMvccNotice())
+
 SCHEMA_VERSION = "1"
 MAX_ID = 128
 TAG_LEN = 32
