@@ -104,10 +104,11 @@ def index_name(settings: Settings) -> str:
 
 def clean_media(media: MediaStore, index: Any) -> int:
     """Drop staged files and kept files whose clip has no rows (a crash between file and
-    index); see server.core.media. Each removal is logged. Blocking."""
+    index); in a shared media folder (replicas) staged files only. See server.core.media.
+    Each removal is logged. Blocking."""
     from server.core.pipeline import clip_of
 
-    n = media.clean(lambda clip: clip_of(index, clip) is not None)
+    n = media.clean(None if media.shared else lambda clip: clip_of(index, clip) is not None)
     if n:
         log.warning("removed %d media file(s) left without index rows", n)
     return n

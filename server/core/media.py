@@ -26,7 +26,9 @@ the other's file.
 Shared (``shared=True``: API replicas over one Milvus index, one media volume): ``lock`` also
 takes an exclusive ``flock`` on ``.lock`` in the folder, so the order holds across processes,
 and ``clean`` leaves staged files younger than ``STAGED_GRACE_S`` (another replica's upload in
-flight). The volume must support ``flock`` across its clients (local disk, CephFS, NFSv4).
+flight). The server then cleans staged files only: checking every kept file against the index
+would cost each starting replica one index query per file; a file orphaned by a crash in the
+middle of a delete stays (disk space, nothing served). The volume must support ``flock`` across its clients (local disk, CephFS, NFSv4).
 """
 
 from __future__ import annotations
@@ -255,7 +257,7 @@ class MediaStore:
                     out.append((p, clip))
         return out
 
-    def clean(self, has_rows: Callable[[str], bool], max_orphans: int = ORPHAN_LIMIT) -> int:
+    def clean(self, has_rows: Callable[[str], bool] | None, max_orphans: int = ORPHAN_LIMIT) -> int:
         """Remove staged files and files whose clip has no rows (left by a crash); return how
         many went, each logged. More than ``max_orphans`` orphans: remove none of them (the
         index lost rows; see the module docstring). Names this store does not write are left
@@ -274,6 +276,8 @@ class MediaStore:
                     removed += 1
                 elif p.is_file() and p not in kept:
                     log.warning("media folder: leaving %s alone (not a name this server writes)", p)
+            if has_rows is None:  # staged files only
+                return removed
             orphans = [(p, clip) for p, clip in self.kept() if not has_rows(clip)]
             if len(orphans) > max_orphans:
                 log.error(
