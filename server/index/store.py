@@ -835,14 +835,23 @@ class VectorIndex:
         return None if row is None else dict(json.loads(row[0]))
 
     def set_model_identity(self, identity: Mapping[str, Any]) -> None:
-        """Record the model that writes this index (durable when it returns, like a write)."""
+        """Record the model that writes this index; durable when it returns (COMMIT under the
+        index's ``synchronous``). Not counted in ``info.commits``: the commit record counts
+        writes of items, and a lost record of the model would only be written again."""
         text = json.dumps(dict(identity), sort_keys=True)
         with self._write_mutex:
-            with self._transaction() as con:
+            self._check_open()
+            con = self._wcon
+            con.execute("BEGIN IMMEDIATE")
+            try:
                 con.execute(
                     "INSERT OR REPLACE INTO info (name, value) VALUES ('model', ?)", (text,)
                 )
-            self._acknowledge()
+                con.execute("COMMIT")
+            except BaseException:
+                if con.in_transaction:
+                    con.execute("ROLLBACK")
+                raise
 
     def count(self) -> int:
         """Number of items."""
