@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from pemt.media.encode import make_test_video
-from server.testing import MilvusLiteServer, ServerProcess
+from server.testing import MilvusLiteServer, ServerProcess, free_port
 
 pytestmark = pytest.mark.slow
 
@@ -108,3 +108,41 @@ def test_two_replicas_share_one_index_and_survive_a_kill_9(
     finally:
         a.stop()
         b.stop()
+
+
+def test_milvus_down_is_a_clear_refusal_then_503_then_recovery(repo: Path, tmp_path: Path) -> None:
+    port = free_port()
+    env = {
+        "PEMT_MODEL_PATH": str(repo),
+        "PEMT_DATA_DIR": str(tmp_path / "data"),
+        "PEMT_INDEX_BACKEND": "milvus",
+        "PEMT_MILVUS_URI": f"http://127.0.0.1:{port}",
+        "PEMT_MILVUS_TIMEOUT_S": "3",
+    }
+    srv = ServerProcess(env, log_path=tmp_path / "refused.log")
+    with pytest.raises(RuntimeError, match="exited with 3") as err:
+        srv.start()
+    srv.stop()
+    assert f"cannot reach Milvus at http://127.0.0.1:{port}" in str(err.value)
+    assert "PEMT_MILVUS_URI" in str(err.value) and "Traceback" not in str(err.value)
+
+    milvus = MilvusLiteServer(tmp_path / "milvus", port=port).start()
+    srv = ServerProcess(env, log_path=tmp_path / "api.log").start()
+    try:
+        with httpx.Client(base_url=srv.url, timeout=30) as c:
+            vec = [1.0] + [0.0] * 31
+            assert c.post("/search", json={"vector": vec, "k": 1}).status_code == 200
+            milvus.stop()
+            r = c.post("/search", json={"vector": vec, "k": 1})
+            assert r.status_code == 503 and r.headers["retry-after"] == "5", r.text
+            assert r.json()["error"]["code"] == "index_unavailable"
+            assert "Milvus at" in r.json()["error"]["message"]
+            assert c.get("/readyz").status_code == 503
+            milvus = MilvusLiteServer(tmp_path / "milvus", port=port).start()
+            deadline = time.monotonic() + 30
+            while c.post("/search", json={"vector": vec, "k": 1}).status_code != 200:
+                assert time.monotonic() < deadline, "no recovery after Milvus came back"
+                time.sleep(0.5)
+    finally:
+        srv.stop()
+        milvus.stop()

@@ -122,22 +122,32 @@ def _has(modality: str) -> str:
     return f"has_{modality}"
 
 
+_NOT_LOADED = 101  # Milvus's CollectionNotLoaded (e.g. milvus-lite after a restart)
+
+
 def _unavailable(fn: Callable[..., T]) -> Callable[..., T]:
-    """Turn pymilvus and gRPC failures into ``IndexUnavailableError`` (503 at the API)."""
+    """Turn pymilvus and gRPC failures into ``IndexUnavailableError`` (503 at the API). A
+    collection that Milvus released (a restarted milvus-lite) is loaded again, once."""
 
     @functools.wraps(fn)
     def wrapper(self: MilvusIndex, *args: Any, **kwargs: Any) -> T:
-        try:
-            return fn(self, *args, **kwargs)
-        except (ValueError, KeyError, IndexMissingError):
-            raise
-        except Exception as exc:
-            if type(exc).__module__.split(".")[0] not in ("pymilvus", "grpc"):
+        for attempt in (0, 1):
+            try:
+                return fn(self, *args, **kwargs)
+            except (ValueError, KeyError, IndexMissingError):
                 raise
-            raise IndexUnavailableError(
-                f"Milvus at {self.uri} (collection {self.collection!r}) failed: "
-                f"{' '.join(str(exc).split())[:300]}; retry, and check that Milvus is up"
-            ) from None
+            except Exception as exc:
+                if type(exc).__module__.split(".")[0] not in ("pymilvus", "grpc"):
+                    raise
+                if attempt == 0 and getattr(exc, "code", None) == _NOT_LOADED:
+                    with contextlib.suppress(Exception):
+                        self._c().load_collection(self.collection, timeout=self.timeout_s)
+                        continue
+                raise IndexUnavailableError(
+                    f"Milvus at {self.uri} (collection {self.collection!r}) failed: "
+                    f"{' '.join(str(exc).split())[:300]}; retry, and check that Milvus is up"
+                ) from None
+        raise AssertionError("unreachable")
 
     return wrapper
 
