@@ -87,7 +87,7 @@ def main() -> int:
                     "PEMT_INDEX_BACKEND": "milvus",
                     "PEMT_MILVUS_URI": milvus.uri,
                     "PEMT_MILVUS_COLLECTION": f"r{uuid.uuid4().hex[:8]}",
-                    "PEMT_MEDIA_DIR": str(root / "media"),
+                    "PEMT_MEDIA_DIR": str(root / f"media{n}"),
                     "PEMT_MAX_CONCURRENT_JOBS": "8",
                     "PEMT_QUEUE_WAIT_S": "60",
                 }

@@ -84,13 +84,18 @@ def open_index(settings: Settings, dim: int, kept_media: int = 0) -> Any:
             settings.data_dir / "index", dim=dim, index_type=settings.index_type, create=create
         )
     except IndexMissingError as exc:
+        restore = (
+            "Restore the collection from a Milvus backup (milvus-backup), or point "
+            "PEMT_MILVUS_URI / PEMT_MILVUS_COLLECTION at it"
+            if settings.index_backend == "milvus"
+            else f"Restore the index from a backup (`pemt-server index restore BACKUP "
+            f"{settings.data_dir}`), or put the index back"
+        )
         raise StartupRefused(
             f"{exc}, but {settings.media_path} holds {kept_media} kept videos: the index "
             f"({where}) was lost or moved, and a new, empty one would make them all orphans. "
-            "Nothing was changed or deleted. Restore the index from a backup (`pemt-server "
-            f"index restore BACKUP {settings.data_dir}` for the FAISS index), or put the index "
-            f"back; to start with an empty index instead, move {settings.media_path} elsewhere "
-            "first."
+            f"Nothing was changed or deleted. {restore}; to start with an empty index "
+            f"instead, move {settings.media_path} elsewhere first."
         ) from None
     except (IndexDamagedError, IndexLockedError, IndexUnavailableError, ValueError) as exc:
         raise StartupRefused(str(exc)) from None
