@@ -1,5 +1,6 @@
 # syntax=docker/dockerfile:1
-# The PEMT API service: FastAPI + FAISS index, talking to Triton over gRPC. No torch: the model
+# The PEMT API service: FastAPI + FAISS index (or Milvus, PEMT_INDEX_BACKEND=milvus), talking to
+# Triton over gRPC. No torch: the model
 # runs in Triton (docker-compose.yml) or, with PEMT_BACKEND=onnx, in embedded ONNX Runtime.
 FROM python:3.11-slim
 
@@ -13,13 +14,13 @@ WORKDIR /app
 COPY pyproject.toml README.md ./
 COPY pemt/__init__.py pemt/config.py pemt/spec.py pemt/py.typed pemt/
 COPY pemt/configs pemt/configs
-RUN pip install '.[serve]' && pip uninstall -y pemt
+RUN pip install '.[serve,milvus]' && pip uninstall -y pemt
 # the code (see .dockerignore for what stays out)
 COPY pemt pemt
 COPY server server
 COPY clients clients
 COPY export export
-RUN pip install --no-deps '.[serve]' \
+RUN pip install --no-deps '.[serve,milvus]' \
     && python -c "import server.main, sys; assert 'torch' not in sys.modules, 'torch leaked into the API image'" \
     && useradd --create-home --uid 10001 pemt \
     && mkdir -p /data && chown pemt /data

@@ -22,8 +22,10 @@ $(STAMP): pyproject.toml
 
 setup: $(STAMP) sysdeps
 
+# make demo TRITON=1: the model on Triton (nvidia-pytriton's server, no Docker or GPU);
+# add MILVUS=1: a Milvus index and two API replicas (the production shape, deploy/k8s/)
 demo: setup
-	$(PY) -m pemt.demo
+	$(PY) -m pemt.demo $(if $(TRITON),--triton) $(if $(MILVUS),--milvus)
 
 lint: setup
 	$(VENV)/bin/ruff check .

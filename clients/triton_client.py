@@ -278,3 +278,52 @@ class AsyncTritonEmbedder:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m clients.triton_client FILE... --url HOST:8001``: decode each file here, send
+    its windows to Triton, print each window's span and embedding, then the files' cosine
+    similarities (the mean of each file's window embeddings, normalized)."""
+    import argparse
+    import sys
+
+    ap = argparse.ArgumentParser(prog="python -m clients.triton_client", description=main.__doc__)
+    ap.add_argument("files", nargs="+", type=Path)
+    ap.add_argument("--url", default="127.0.0.1:8001", help="Triton gRPC host:port")
+    ap.add_argument("--model", default="pemt", help="served model name")
+    ap.add_argument("--config", default=None, help="variant or JSON, if the model lacks one")
+    ap.add_argument("--stride", type=float, default=None, help="seconds between windows")
+    ap.add_argument("--values", type=int, default=4, help="embedding values to print")
+    args = ap.parse_args(argv)
+    means: dict[str, np.ndarray] = {}
+    try:
+        with TritonEmbedder(args.url, args.model, config=args.config) as emb:
+            print(
+                f"model {args.model!r} at {args.url}: config {emb.cfg.name}, {emb.cfg.embed_dim}-d"
+            )
+            for path in args.files:
+                vecs = []
+                for w, out in emb.embed_file(path, stride_s=args.stride):
+                    e = out["embedding"]
+                    vecs.append(e)
+                    head = ", ".join(f"{v:+.4f}" for v in e[: args.values])
+                    print(
+                        f"{path.name}  [{w.start:6.2f}, {w.end:6.2f}] s  |e|={np.linalg.norm(e):.4f}  [{head}, ...]"
+                    )
+                m = np.mean(vecs, axis=0)
+                means[str(path)] = m / max(float(np.linalg.norm(m)), 1e-12)
+    except (OSError, ValueError, TritonModelError) as e:
+        print(f"triton_client: error: {e}", file=sys.stderr)
+        return 2
+    except Exception as e:  # tritonclient's InferenceServerException: unreachable, no model
+        print(f"triton_client: error: Triton at {args.url}: {e}", file=sys.stderr)
+        return 3
+    names = list(means)
+    for i, a in enumerate(names):
+        for b in names[i + 1 :]:
+            print(f"cosine {Path(a).name} ~ {Path(b).name}: {float(means[a] @ means[b]):+.4f}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

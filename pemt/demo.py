@@ -11,11 +11,19 @@ Every step prints the command it runs. With a terminal attached the service keep
 until Ctrl-C; without one (scripts, CI) it stops after the demo. ``--serve``/``--no-serve``
 override that. Environment: PEMT_DEMO_PORT (default 8080, where pemt-client and the SDK look),
 PEMT_DEMO_STEPS (training steps).
+
+The production path on a laptop (``make demo TRITON=1``, ``make demo TRITON=1 MILVUS=1``):
+``--triton`` exports the model for the Triton bundled in nvidia-pytriton (``--triton-backend
+python``), starts it (``pemt triton serve``) and runs the service with ``PEMT_BACKEND=triton``;
+``--milvus`` adds a Milvus server (``milvus-lite server``) and two API replicas that share it
+and one media folder: clips are indexed through one replica and searched through the other,
+the shape of the Kubernetes deployment in deploy/k8s/.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib.util
 import os
 import shutil
@@ -25,6 +33,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 CACHE = ROOT / ".cache" / "demo"
@@ -72,8 +81,9 @@ def sample_clips() -> list[Path]:
     return found
 
 
-def prepare_model(steps: int) -> Path:
-    """Train (if not cached) and export the demo model; returns the model repository."""
+def prepare_model(steps: int, triton: bool = False) -> Path:
+    """Train (if not cached) and export the demo model; returns the model repository
+    (``triton``: for the CPU Triton of nvidia-pytriton, python backend)."""
     run_dir = CACHE / "run"
     ckpt = run_dir / "model.safetensors"
     if ckpt.is_file():
@@ -94,28 +104,58 @@ def prepare_model(steps: int) -> Path:
               "--steps", str(steps), "--batch-size", "8", "--warmup", str(max(1, steps // 10)),
               "--lr", "5e-4", "--threads", "1", "--checkpoint-every", str(steps),
               "--log-every", "25")  # fmt: skip
-    repo = CACHE / "model_repository"
+    repo = CACHE / ("model_repository_triton" if triton else "model_repository")
     if not (repo / "pemt" / "1" / "model.onnx").is_file() or (
         (repo / "pemt" / "1" / "model.onnx").stat().st_mtime < ckpt.stat().st_mtime
     ):
         _say("2/4 export: fold the factored weights, ONNX, parity checks, Triton repository")
         shutil.rmtree(repo, ignore_errors=True)
-        _run(PY, "export/build_engine.py", "--checkpoint", ckpt, "--out", repo, "--format", "onnx")
+        extra = ("--triton-backend", "python") if triton else ()
+        _run(PY, "export/build_engine.py", "--checkpoint", ckpt, "--out", repo, "--format",
+             "onnx", *extra)  # fmt: skip
     return repo
 
 
-def start_service(repo: Path, port: int) -> subprocess.Popen[bytes]:
-    _say(f"3/4 start the service (embedded ONNX Runtime backend) on http://127.0.0.1:{port}")
-    env = {
-        **os.environ,
+def start_triton(repo: Path) -> Any:
+    """The Triton bundled in nvidia-pytriton on ``repo`` (free ports); stop() it when done."""
+    from pemt.triton_serve import TritonServer
+
+    _say("start Triton (the server inside the nvidia-pytriton wheel; no Docker, no GPU)")
+    print(f"$ pemt triton serve {repo.relative_to(ROOT)}", flush=True)
+    server = TritonServer(repo, models=["pemt"], startup_timeout=180)
+    server.start()
+    print(f"  Triton gRPC {server.grpc_url}, metrics {server.metrics_url}", flush=True)
+    return server
+
+
+def start_milvus() -> Any:
+    """A Milvus server (milvus-lite's, Milvus's gRPC protocol) on a free port; stop() it."""
+    from server.testing import MilvusLiteServer
+
+    _say("start Milvus (`milvus-lite server`: Milvus's protocol on this machine)")
+    data = CACHE / "milvus"
+    server = MilvusLiteServer(data / "data", log_path=data / "milvus.log")
+    print(f"$ milvus-lite server --data-dir {(data / 'data').relative_to(ROOT)} --port "
+          f"{server.port}", flush=True)  # fmt: skip
+    return server.start()
+
+
+def start_service(
+    repo: Path, port: int, settings: dict[str, str] | None = None
+) -> subprocess.Popen[bytes]:
+    """uvicorn on ``port``; ``settings``: PEMT_* on top of the embedded ONNX backend's."""
+    settings = {
         "PEMT_BACKEND": "onnx",
-        "PEMT_MODEL_PATH": str(repo),
-        "PEMT_DATA_DIR": str(CACHE / "data"),
+        "PEMT_MODEL_PATH": str(repo.relative_to(ROOT)),
+        "PEMT_DATA_DIR": ".cache/demo/data",
+        **(settings or {}),
     }
+    _say(f"3/4 start the service ({settings['PEMT_BACKEND']} backend) on http://127.0.0.1:{port}")
+    env = {**os.environ, **settings}
     cmd = [PY, "-m", "uvicorn", "server.main:create_app", "--factory",
            "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"]  # fmt: skip
-    print("$ PEMT_BACKEND=onnx PEMT_MODEL_PATH=.cache/demo/model_repository "
-          "PEMT_DATA_DIR=.cache/demo/data python " + " ".join(cmd[1:]), flush=True)  # fmt: skip
+    shown = " ".join(f"{k}={v}" for k, v in settings.items())
+    print(f"$ {shown} python " + " ".join(cmd[1:]), flush=True)
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, start_new_session=True)
     try:
         _wait_ready(proc, port)
@@ -153,10 +193,13 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
             os.killpg(proc.pid, signal.SIGKILL)
 
 
-def index_and_search(url: str) -> None:
+def index_and_search(url: str, search_url: str | None = None) -> None:
+    """Index through ``url``, search and classify through ``search_url`` (default: the same)."""
     from clients.sdk import PemtClient
 
     _say("4/4 index held-out generated clips and the real sample clips, then search")
+    if search_url and search_url != url:
+        print(f"  indexing through {url}, searching through the other replica {search_url}")
     held_out = CACHE / "heldout"
     if not (held_out / "labels.csv").is_file():
         _pemt("data", "synth", held_out, "--n", "32", "--classes", "4", "--seconds", "4",
@@ -166,13 +209,13 @@ def index_and_search(url: str) -> None:
     queries = [
         q for d in sorted(held_out.iterdir()) if d.is_dir() for q in sorted(d.glob("*.mp4"))[:2]
     ]
-    with PemtClient(url) as c:
+    with PemtClient(url) as w, PemtClient(search_url or url) as c:
         t0 = time.perf_counter()
         for p in clips:
             if p not in queries:
-                c.embed(p, id=p.stem, metadata={"label": p.parent.name, "source": "synth"})
+                w.embed(p, id=p.stem, metadata={"label": p.parent.name, "source": "synth"})
         for p in sample_clips():
-            r = c.embed(p, id=p.stem.replace("_", "-"), metadata={"source": p.name})
+            r = w.embed(p, id=p.stem.replace("_", "-"), metadata={"source": p.name})
             print(f"  indexed {p.name}: {len(r.items)} window(s), "
                   f"total {r.timings_ms.get('total', 0):.0f} ms")  # fmt: skip
         print(f"  indexed {len(clips) - len(queries)} generated clips + samples in {time.perf_counter() - t0:.1f}s;"
@@ -197,26 +240,52 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--serve", dest="serve", action="store_true", default=None)
     ap.add_argument("--no-serve", dest="serve", action="store_false")
+    ap.add_argument("--triton", action="store_true", help="the model on Triton (nvidia-pytriton)")
+    ap.add_argument("--milvus", action="store_true", help="Milvus index, two API replicas")
     args = ap.parse_args()
     serve = sys.stdin.isatty() if args.serve is None else args.serve
     t0 = time.perf_counter()
     CACHE.mkdir(parents=True, exist_ok=True)
-    repo = prepare_model(int(os.environ.get("PEMT_DEMO_STEPS", "400")))
-    port = _free_port(int(os.environ.get("PEMT_DEMO_PORT", "8080")))
-    proc = start_service(repo, port)
-    url = f"http://127.0.0.1:{port}"
+    repo = prepare_model(int(os.environ.get("PEMT_DEMO_STEPS", "400")), triton=args.triton)
+    stack = contextlib.ExitStack()
+    procs: list[subprocess.Popen[bytes]] = []
     try:
-        index_and_search(url)
+        settings: dict[str, str] = {}
+        if args.triton:
+            triton = start_triton(repo)
+            stack.callback(triton.stop)
+            settings.update(PEMT_BACKEND="triton", PEMT_TRITON_URL=triton.grpc_url)
+        replicas = 1
+        if args.milvus:
+            milvus = start_milvus()
+            stack.callback(milvus.stop)
+            settings.update(PEMT_INDEX_BACKEND="milvus", PEMT_MILVUS_URI=milvus.uri,
+                            PEMT_MEDIA_DIR=".cache/demo/media-shared")  # fmt: skip
+            replicas = 2
+        port = _free_port(int(os.environ.get("PEMT_DEMO_PORT", "8080")))
+        urls = []
+        for i in range(replicas):
+            p = port if i == 0 else _free_port(port + i)
+            data = ".cache/demo/data" if replicas == 1 else f".cache/demo/data-replica{i}"
+            procs.append(start_service(repo, p, {**settings, "PEMT_DATA_DIR": data}))
+            urls.append(f"http://127.0.0.1:{p}")
+        index_and_search(urls[0], urls[-1])
+        url = urls[-1]
         print(f"\nDemo finished in {time.perf_counter() - t0:.0f}s.")
         print(f"Service: {url}  (search page: {url}/ ; API docs: {url}/docs)")
         print(f"Embed your own files: .venv/bin/pemt-client --url {url} embed YOUR_VIDEO.mp4")
+        if args.triton:
+            print(f"Triton directly: .venv/bin/python -m clients.triton_client YOUR_VIDEO.mp4 "
+                  f"--url {settings['PEMT_TRITON_URL']}")  # fmt: skip
         if serve:
             print("Serving; press Ctrl-C to stop.", flush=True)
-            proc.wait()
+            procs[-1].wait()
     except KeyboardInterrupt:
         pass
     finally:
-        _stop(proc)
+        for proc in procs:
+            _stop(proc)
+        stack.close()
     return 0
 
 

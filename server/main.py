@@ -25,6 +25,7 @@ from server.api.routes import classify, clips, embed, health, metrics, search
 from server.backends import Backend, create_backend
 from server.core.config import Settings, load_settings
 from server.core.decode import DecodePool
+from server.core.identity import check_model, model_identity
 from server.core.media import MediaStore
 from server.core.metrics import Metrics, MetricsMiddleware
 from server.core.startup import RefusedStartMiddleware, StartupRefused
@@ -49,35 +50,98 @@ multipart forms get the same answer for the same mistake.
 
 
 def open_index(settings: Settings, dim: int, kept_media: int = 0) -> Any:
-    """The service's index, verified (see server.index.store). With ``kept_media`` files in
-    the media folder it must already exist: a new, empty index beside them would make every
-    one an orphan. Raises ``StartupRefused`` saying what to do."""
-    from server.index import IndexDamagedError, IndexLockedError, IndexMissingError, VectorIndex
+    """The service's index (``PEMT_INDEX_BACKEND``), verified. With ``kept_media`` files in the
+    media folder it must already exist: a new, empty index beside them would make every one an
+    orphan. Raises ``StartupRefused`` saying what to do."""
+    from server.index import (
+        IndexDamagedError,
+        IndexLockedError,
+        IndexMissingError,
+        IndexUnavailableError,
+        VectorIndex,
+    )
 
-    path = settings.data_dir / "index"
+    create = kept_media == 0
     try:
-        return VectorIndex(path, dim=dim, index_type=settings.index_type, create=kept_media == 0)
+        if settings.index_backend == "milvus":
+            from server.index.milvus import MilvusIndex
+
+            where = f"Milvus collection {settings.milvus_collection!r} at {settings.milvus_uri}"
+            return MilvusIndex(
+                settings.milvus_uri,
+                settings.milvus_collection,
+                dim,
+                thumbnails=settings.media_path / ".thumbnails",
+                token=settings.milvus_token,
+                db_name=settings.milvus_db,
+                index_type=settings.milvus_index_type,
+                index_params=settings.milvus_index_params,
+                search_params=settings.milvus_search_params,
+                timeout_s=settings.milvus_timeout_s,
+                create=create,
+            )
+        where = str(settings.data_dir / "index")
+        return VectorIndex(
+            settings.data_dir / "index", dim=dim, index_type=settings.index_type, create=create
+        )
     except IndexMissingError as exc:
+        restore = (
+            "Restore the collection from a Milvus backup (milvus-backup), or point "
+            "PEMT_MILVUS_URI / PEMT_MILVUS_COLLECTION at it"
+            if settings.index_backend == "milvus"
+            else f"Restore the index from a backup (`pemt-server index restore BACKUP "
+            f"{settings.data_dir}`), or put the index back"
+        )
         raise StartupRefused(
-            f"{exc}, but {settings.data_dir / 'media'} holds {kept_media} kept videos: the "
-            "index was lost or moved, and a new, empty one would make them all orphans. "
-            "Nothing was changed or deleted. Restore the index from a backup (`pemt-server "
-            f"index restore BACKUP {settings.data_dir}`), or put the index back; to start "
-            f"with an empty index instead, move {settings.data_dir / 'media'} elsewhere first."
+            f"{exc}, but {settings.media_path} holds {kept_media} kept videos: the index "
+            f"({where}) was lost or moved, and a new, empty one would make them all orphans. "
+            f"Nothing was changed or deleted. {restore}; to start with an empty index "
+            f"instead, move {settings.media_path} elsewhere first."
         ) from None
-    except (IndexDamagedError, IndexLockedError, ValueError) as exc:
+    except (IndexDamagedError, IndexLockedError, IndexUnavailableError, ValueError) as exc:
         raise StartupRefused(str(exc)) from None
+
+
+def index_name(settings: Settings) -> str:
+    if settings.index_backend == "milvus":
+        return f"the Milvus collection {settings.milvus_collection!r} at {settings.milvus_uri}"
+    return f"the index in {settings.data_dir / 'index'}"
 
 
 def clean_media(media: MediaStore, index: Any) -> int:
     """Drop staged files and kept files whose clip has no rows (a crash between file and
-    index); see server.core.media. Each removal is logged. Blocking."""
+    index); in a shared media folder (replicas) staged files only. See server.core.media.
+    Each removal is logged. Blocking."""
     from server.core.pipeline import clip_of
 
-    n = media.clean(lambda clip: clip_of(index, clip) is not None)
+    n = media.clean(None if media.shared else lambda clip: clip_of(index, clip) is not None)
     if n:
         log.warning("removed %d media file(s) left without index rows", n)
     return n
+
+
+class ModelVersionHeader:
+    """Pure ASGI: every HTTP response carries ``X-PEMT-Model-Version`` (the served model's
+    version) once the service has started, so a client can tell which embedding space
+    answered."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        state = (scope.get("state") or {}).get("pemt") if scope["type"] == "http" else None
+        if state is None:
+            await self.app(scope, receive, send)
+            return
+        version = state.model.version.encode("latin-1", "replace")
+
+        async def _send(message: Any) -> None:
+            if message["type"] == "http.response.start":
+                headers = [*message.get("headers", []), (b"x-pemt-model-version", version)]
+                message = {**message, "headers": headers}
+            await send(message)
+
+        await self.app(scope, receive, _send)
 
 
 def create_app(
@@ -90,17 +154,19 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, AppState]]:
         # PEMT_DECODER=nvdec without a GPU stops start-up here, saying what to do
         video_decoder = resolve_decoder(settings.decoder)
-        media = MediaStore(settings.data_dir / "media")
+        media = MediaStore(settings.media_path, shared=settings.index_backend == "milvus")
         own_backend = backend is None
         be = backend if backend is not None else await create_backend(settings)
         own_index = index is None
+        idx: Any = index
         try:
-            idx = (
-                index
-                if index is not None
-                else open_index(settings, be.cfg.embed_dim, len(media.kept()))
-            )
+            if idx is None:
+                idx = open_index(settings, be.cfg.embed_dim, len(media.kept()))
+            identity = model_identity(be)  # refuse an index another model wrote
+            await asyncio.to_thread(check_model, idx, identity, index_name(settings))
         except BaseException:
+            if own_index and idx is not None:
+                idx.close()
             if own_backend:
                 await be.close()
             raise
@@ -123,6 +189,7 @@ def create_app(
             metrics=metrics_,
             media=media,
             video_decoder=video_decoder,
+            model=identity,
             jobs=JobLimiter(
                 settings.max_concurrent_jobs,
                 settings.queue_wait_s,
@@ -164,6 +231,7 @@ def create_app(
     for module in (embed, search, classify, clips, health, metrics):
         app.include_router(module.router)
     app.add_middleware(MetricsMiddleware, metrics=metrics_)
+    app.add_middleware(ModelVersionHeader)
     app.add_middleware(RefusedStartMiddleware)
     static = Path(__file__).parent / "static"
     if static.is_dir() and any(static.iterdir()):

@@ -15,7 +15,13 @@ from pathlib import Path
 
 import httpx
 
-__all__ = ["ServerProcess", "build_test_repository", "free_port", "running_server"]
+__all__ = [
+    "MilvusLiteServer",
+    "ServerProcess",
+    "build_test_repository",
+    "free_port",
+    "running_server",
+]
 
 
 def free_port() -> int:
@@ -192,3 +198,61 @@ def build_test_repository(
             f"export/build_engine.py failed:\n{res.stdout[-2000:]}\n{res.stderr[-2000:]}"
         )
     return out
+
+
+class MilvusLiteServer:
+    """``milvus-lite server`` (the pip package ``milvus-lite``: Milvus's gRPC protocol over a
+    local engine) on 127.0.0.1 and a free port, for tests and benchmarks; ``uri`` is what
+    ``PEMT_MILVUS_URI`` takes.
+
+    ``--max-workers 1``: milvus-lite's engine is single-writer per collection (its docs: writes
+    to one collection must be serialized), and several API replicas write at once; one gRPC
+    worker serializes every call. A Milvus standalone or cluster needs no such setting.
+    """
+
+    def __init__(self, data_dir: Path, *, port: int | None = None, log_path: Path | None = None):
+        self.data_dir = Path(data_dir)
+        self.port = port or free_port()
+        self.uri = f"http://127.0.0.1:{self.port}"
+        self.log_path = log_path or self.data_dir.with_name(self.data_dir.name + ".log")
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout: float = 60.0) -> MilvusLiteServer:
+        cmd = [
+            sys.executable, "-m", "milvus_lite", "server", "--data-dir", str(self.data_dir),
+            "--host", "127.0.0.1", "--port", str(self.port), "--max-workers", "1",
+        ]  # fmt: skip
+        self.data_dir.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.log_path, "ab") as out:
+            self.proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(
+                    f"milvus-lite server exited with {self.proc.returncode}: "
+                    f"{self.log_path.read_text(errors='replace')[-2000:]}"
+                )
+            with (
+                contextlib.suppress(OSError),
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.5),
+            ):
+                return self
+            time.sleep(0.1)
+        self.stop()
+        raise RuntimeError(f"milvus-lite server not listening on {self.port} after {timeout} s")
+
+    def stop(self, timeout: float = 15.0) -> None:
+        proc, self.proc = self.proc, None
+        if proc is not None and proc.poll() is None:
+            proc.send_signal(signal.SIGINT)  # it closes its engine on KeyboardInterrupt
+            try:
+                proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(5)
+
+    def __enter__(self) -> MilvusLiteServer:
+        return self if self.proc is not None else self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

@@ -1,6 +1,6 @@
 """The real PEMT HTTP server and a real headless Chromium, for the browser tests of the page.
 
-A plain library (no pytest at module level), like ``tests/triton_server.py``:
+A plain library (no pytest at module level), like ``pemt/triton_serve.py``:
 
     repo = build_test_repository(tmp / "repo")  # server.testing: export/build_engine.py, tiny
     with PemtServer(repo, tmp / "data", api_keys=["k"]) as server:

@@ -166,3 +166,40 @@ def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
             pytest.fail(f"PEMT_TEST_REPOSITORY={given} holds no pemt/<version>/model.onnx")
         return path
     return build_test_repository(tmp_path_factory.getbasetemp() / "pemt-tiny" / "repo")
+
+
+@pytest.fixture(scope="session")
+def milvus_server(tmp_path_factory: pytest.TempPathFactory):
+    """One ``milvus-lite server`` for the whole session (the Milvus backend's tests share it;
+    each test uses its own collection). Skips when the milvus extra is not installed."""
+    if (
+        importlib.util.find_spec("milvus_lite") is None
+        or importlib.util.find_spec("pymilvus") is None
+    ):
+        pytest.skip("milvus-lite / pymilvus not installed (pip install -e '.[milvus]')")
+    from server.testing import MilvusLiteServer
+
+    root = tmp_path_factory.mktemp("milvus")
+    server = MilvusLiteServer(root / "data", log_path=root / "milvus.log").start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module", params=["faiss", "milvus"])
+def index_env(request: pytest.FixtureRequest) -> dict[str, str]:
+    """``PEMT_*`` settings selecting the index backend a module's server runs on: the default
+    FAISS store, or a fresh collection on the session's milvus-lite server (exact FLAT index,
+    so both backends must give the same answers)."""
+    if request.param == "faiss":
+        return {"PEMT_INDEX_BACKEND": "faiss"}
+    import uuid
+
+    server = request.getfixturevalue("milvus_server")
+    return {
+        "PEMT_INDEX_BACKEND": "milvus",
+        "PEMT_MILVUS_URI": server.uri,
+        "PEMT_MILVUS_COLLECTION": f"api_{uuid.uuid4().hex[:12]}",
+        "PEMT_MILVUS_INDEX_TYPE": "FLAT",
+        "PEMT_MILVUS_INDEX_PARAMS": "{}",
+        "PEMT_MILVUS_SEARCH_PARAMS": "{}",
+    }

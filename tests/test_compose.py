@@ -101,7 +101,7 @@ def test_dockerfile_has_no_torch() -> None:
     text = (ROOT / "Dockerfile").read_text()
     assert re.search(r"^FROM python:3\.11-slim\b", text, re.M)
     installs = [line for line in text.splitlines() if "pip install" in line]
-    assert installs and all("[serve]" in line for line in installs)
+    assert installs and all("[serve" in line for line in installs)
     assert not any(re.search(r"torch|\[model\]|\[dev\]|\[export\]", line) for line in installs)
     ignored = (ROOT / ".dockerignore").read_text().split()
     assert ".venv" in ignored and "model_repository" in ignored and ".git" in ignored

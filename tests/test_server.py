@@ -1,5 +1,7 @@
 """The real service end to end: uvicorn on 127.0.0.1, the tiny model exported by
-export/build_engine.py, real H.264/AAC uploads, real FAISS + SQLite, real HTTP."""
+export/build_engine.py, real H.264/AAC uploads, real HTTP; every test on the server runs twice,
+on the FAISS + SQLite index and on the Milvus index (a real milvus-lite server), with the same
+assertions."""
 
 from __future__ import annotations
 
@@ -67,9 +69,12 @@ def server_env(repo: Path, data: Path, **extra: object) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def server(repo: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+def server(
+    repo: Path, tmp_path_factory: pytest.TempPathFactory, index_env: dict[str, str]
+) -> Iterator[ServerProcess]:
     data = tmp_path_factory.mktemp("data")
-    srv = ServerProcess(server_env(repo, data), log_path=data / "server.log").start()
+    env = server_env(repo, data, **index_env)
+    srv = ServerProcess(env, log_path=data / "server.log").start()
     yield srv
     srv.stop()
 

@@ -11,10 +11,10 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
-from triton_server import TritonServer, triton_available  # tests/ is on sys.path (rootdir)
 
 from pemt.config import get_config
 from pemt.media.encode import make_test_video
+from pemt.triton_serve import TritonServer, triton_available
 from server.backends import BackendError
 from server.backends.onnx import OnnxBackend
 from server.backends.triton import TritonBackend

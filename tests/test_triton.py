@@ -21,12 +21,12 @@ pytest.importorskip("onnxruntime")
 grpcclient = pytest.importorskip("tritonclient.grpc")
 httpclient = pytest.importorskip("tritonclient.http")
 
-from triton_server import TritonServer, triton_available  # noqa: E402
 from tritonclient.utils import InferenceServerException  # noqa: E402
 
 from pemt import spec  # noqa: E402
 from pemt.config import get_config  # noqa: E402
 from pemt.export import ort_run, ort_session, random_inputs  # noqa: E402
+from pemt.triton_serve import TritonServer, triton_available  # noqa: E402
 
 pytestmark = [
     pytest.mark.triton,

@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import re
 import tempfile
 import time
@@ -151,6 +152,17 @@ def _validate(o: BuildOptions) -> None:
         raise ExportError("--checkpoint is required")
 
 
+def weights_fingerprint(model: Any) -> str:
+    """sha256 over the model's parameters and buffers (names, shapes, float32 bytes, in name
+    order): the weights part of the model identity an index records (server.core.identity)."""
+    h = hashlib.sha256()
+    for name, t in sorted(model.state_dict().items()):
+        arr = t.detach().cpu().float().contiguous().numpy()
+        h.update(f"{name}:{tuple(arr.shape)}".encode())
+        h.update(arr.tobytes())
+    return h.hexdigest()
+
+
 def _load(o: BuildOptions) -> Any:
     if o.model is not None:
         return o.model.eval()
@@ -217,6 +229,8 @@ def _build(o: BuildOptions, log: Callable[[str], None]) -> BuildReport:
     torch.manual_seed(0)
     with torch.no_grad():
         folded = fold(model).eval()
+    weights = weights_fingerprint(model)
+    identity = {"pemt.weights": weights, "pemt.version": f"{cfg.name}-{weights[:12]}"}
     report.params_factored = sum(p.numel() for p in model.parameters())
     report.params_folded = sum(p.numel() for p in folded.parameters())
     if any(torch.nn.utils.parametrize.is_parametrized(m) for m in folded.modules()):
@@ -255,7 +269,7 @@ def _build(o: BuildOptions, log: Callable[[str], None]) -> BuildReport:
     with tempfile.TemporaryDirectory(prefix=".staging-", dir=out_root) as staging:
         stage = Path(staging)
         t0 = time.perf_counter()
-        report.exporter = _export_all(folded, cfg, plan, stage, cases["random"])
+        report.exporter = _export_all(folded, cfg, plan, stage, cases["random"], identity)
         report.seconds["onnx export"] = time.perf_counter() - t0
 
         t0 = time.perf_counter()
@@ -295,6 +309,8 @@ def _build(o: BuildOptions, log: Callable[[str], None]) -> BuildReport:
                 config.optimization.Clear()
             if entry.name == plan.name:  # the model travels with its config (server reads it)
                 config.parameters["pemt.config"].string_value = cfg.to_json()
+                for key, value in identity.items():
+                    config.parameters[key].string_value = value
             note = f"layout={o.layout} backend={o.triton_backend} precision={o.precision}"
             if engine and entry.kind == "compute":  # a plan is tied to the TensorRT that built it
                 note += (
@@ -328,13 +344,18 @@ def _build(o: BuildOptions, log: Callable[[str], None]) -> BuildReport:
 
 
 def _export_all(
-    folded: Any, cfg: ModelConfig, plan: RepositoryPlan, stage: Path, example: dict[str, np.ndarray]
+    folded: Any,
+    cfg: ModelConfig,
+    plan: RepositoryPlan,
+    stage: Path,
+    example: dict[str, np.ndarray],
+    identity: dict[str, str],
 ) -> str:
     """Write every model.onnx of the plan; returns the exporter used."""
     entries = {e.name: e for e in plan.entries}
     outs = [s.name for s in spec.model_outputs(cfg)]
     shapes = {s.name: s.shape for e in plan.entries for s in e.outputs}
-    meta = {"pemt.config": cfg.to_json(), "pemt.layout": plan.layout}
+    meta = {"pemt.config": cfg.to_json(), "pemt.layout": plan.layout, **identity}
     if plan.layout == "single":
         return export_onnx(
             SingleWrapper(folded, cfg),

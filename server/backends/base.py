@@ -7,6 +7,7 @@ and may be split into chunks of ``max_batch``.
 from __future__ import annotations
 
 import abc
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -27,6 +28,10 @@ class Backend(abc.ABC):
     name: str
     cfg: ModelConfig
     max_batch: int
+    # what the exported model says about itself (ONNX metadata / config.pbtxt parameters:
+    # pemt.config, pemt.weights, pemt.version) and its file when local (server.core.identity)
+    model_meta: dict[str, str] = {}
+    model_file: Path | None = None
 
     @abc.abstractmethod
     async def embed(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

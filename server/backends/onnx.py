@@ -59,6 +59,8 @@ class OnnxBackend(Backend):
             max_batch = min(max_batch, pbtxt.max_batch_size)
         backend = cls(session, cfg, onnx_path, max_batch)
         backend._check_graph()
+        params = {k: v.string_value for k, v in pbtxt.parameters.items()} if pbtxt else {}
+        backend.model_meta, backend.model_file = {**params, **meta}, onnx_path
         return backend
 
     def _check_graph(self) -> None:

@@ -83,6 +83,7 @@ class TritonBackend(Backend):
                 max_batch = min(max_batch, served_max)
             backend = cls(client, url, model_name, cfg, max_batch, timeout_s, retries)
             backend._check_metadata(meta, batched=served_max > 0)
+            backend.model_meta = params
             return backend
         except BaseException:
             await client.close()

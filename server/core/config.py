@@ -37,6 +37,21 @@ class Settings(BaseSettings):
     # new, the route answers 404, and files kept earlier stay on disk until their clip is deleted
     keep_media: bool = True
     index_type: Literal["flat", "ivf", "hnsw"] = "flat"
+    # faiss: FAISS + SQLite in data_dir/index (one process per data_dir); milvus: a Milvus
+    # collection that any number of API replicas share (server/index/milvus.py)
+    index_backend: Literal["faiss", "milvus"] = "faiss"
+    milvus_uri: str = "http://127.0.0.1:19530"
+    milvus_token: str = ""
+    milvus_db: str = ""
+    milvus_collection: str = Field("pemt", pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,254}$")
+    # the vector index of each modality (IP metric): HNSW, IVF_FLAT, FLAT, AUTOINDEX, GPU_CAGRA...
+    milvus_index_type: str = Field("HNSW", pattern=r"^[A-Z_0-9]{1,32}$")
+    milvus_index_params: dict[str, Any] = {"M": 16, "efConstruction": 200}
+    milvus_search_params: dict[str, Any] = {"ef": 64}
+    milvus_timeout_s: float = Field(30.0, gt=0)
+    # kept source videos (and, with Milvus, thumbnails): default data_dir/media; with several
+    # replicas, a directory every replica mounts
+    media_dir: Path | None = None
     max_upload_bytes: int = Field(512 * 1024 * 1024, gt=0)
     # a request body (upload or JSON) is read before it takes a job slot; it fails with 408
     # when no byte arrives for upload_idle_timeout_s, or when, after that long, it arrives
@@ -90,10 +105,15 @@ class Settings(BaseSettings):
             )
         return v
 
+    @property
+    def media_path(self) -> Path:
+        return self.media_dir if self.media_dir is not None else self.data_dir / "media"
+
     def public(self) -> dict[str, Any]:
-        """Settings safe to show in /info (no API keys)."""
-        d = self.model_dump(mode="json", exclude={"api_keys"})
+        """Settings safe to show in /info (no API keys, no Milvus token)."""
+        d = self.model_dump(mode="json", exclude={"api_keys", "milvus_token"})
         d["api_keys"] = len(self.api_keys)
+        d["milvus_token"] = bool(self.milvus_token)
         return d
 
 

@@ -22,15 +22,24 @@ rows instead, so then ``clean`` removes none of them and logs an error. The serv
 ``clean`` only on an index that opened verified and was not just created (``server/main.py``).
 ``lock`` serialises 2-3 and deletes, so two uploads of one id cannot end with one's windows and
 the other's file.
+
+Shared (``shared=True``: API replicas over one Milvus index, one media volume): ``lock`` also
+takes an exclusive ``flock`` on ``.lock`` in the folder, so the order holds across processes,
+and ``clean`` leaves staged files younger than ``STAGED_GRACE_S`` (another replica's upload in
+flight). The server then cleans staged files only: checking every kept file against the index
+would cost each starting replica one index query per file; a file orphaned by a crash in the
+middle of a delete stays (disk space, nothing served). The volume must support ``flock`` across its clients (local disk, CephFS, NFSv4).
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import logging
 import os
 import re
 import threading
+import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -85,6 +94,8 @@ _TYPE_SUFFIX = {
 _STAGED = ".staged-"
 # more orphans than this at start-up are a lost index, not a crash: keep them all
 ORPHAN_LIMIT = 32
+# shared folder: a staged file younger than this may be another replica's upload in flight
+STAGED_GRACE_S = 3600.0
 _SAFE = re.compile(r"[A-Za-z0-9._-]")
 
 
@@ -146,13 +157,47 @@ def choose_suffix(path: Path, filename: str | None, content_type: str | None) ->
     return _TYPE_SUFFIX.get((content_type or "").lower(), ".bin")
 
 
-class MediaStore:
-    """The media folder; all methods are blocking (call them off the event loop)."""
+class _FolderLock:
+    """A re-entrant thread lock that also holds ``flock`` on a file while held (shared folder)."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, path: Path | None) -> None:
+        self._rlock = threading.RLock()
+        self._path = path
+        self._fd = -1
+        self._depth = 0
+
+    def __enter__(self) -> _FolderLock:
+        self._rlock.acquire()
+        if self._depth == 0 and self._path is not None:
+            try:
+                self._fd = os.open(self._path, os.O_RDWR | os.O_CREAT, 0o644)
+                fcntl.flock(self._fd, fcntl.LOCK_EX)
+            except BaseException:
+                if self._fd >= 0:
+                    os.close(self._fd)
+                    self._fd = -1
+                self._rlock.release()
+                raise
+        self._depth += 1
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._depth -= 1
+        if self._depth == 0 and self._fd >= 0:
+            os.close(self._fd)  # releases the flock
+            self._fd = -1
+        self._rlock.release()
+
+
+class MediaStore:
+    """The media folder; all methods are blocking (call them off the event loop).
+    ``shared``: other processes use the folder too (see the module docstring)."""
+
+    def __init__(self, root: Path, *, shared: bool = False) -> None:
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
-        self.lock = threading.RLock()
+        self.shared = shared
+        self.lock = _FolderLock(self.root / ".lock" if shared else None)
 
     def _candidates(self, clip_id: str) -> list[Path]:
         base = file_name(clip_id)
@@ -212,7 +257,7 @@ class MediaStore:
                     out.append((p, clip))
         return out
 
-    def clean(self, has_rows: Callable[[str], bool], max_orphans: int = ORPHAN_LIMIT) -> int:
+    def clean(self, has_rows: Callable[[str], bool] | None, max_orphans: int = ORPHAN_LIMIT) -> int:
         """Remove staged files and files whose clip has no rows (left by a crash); return how
         many went, each logged. More than ``max_orphans`` orphans: remove none of them (the
         index lost rows; see the module docstring). Names this store does not write are left
@@ -221,12 +266,18 @@ class MediaStore:
         with self.lock:
             kept = {p for p, _ in self.kept()}
             for p in sorted(self.root.iterdir()):
+                if p.name == ".lock":
+                    continue
                 if p.is_file() and p.name.startswith(_STAGED):
+                    if self.shared and time.time() - p.stat().st_mtime < STAGED_GRACE_S:
+                        continue  # maybe another replica's upload, still in flight
                     log.warning("media folder: removing %s (an upload that never committed)", p)
                     p.unlink(missing_ok=True)
                     removed += 1
                 elif p.is_file() and p not in kept:
                     log.warning("media folder: leaving %s alone (not a name this server writes)", p)
+            if has_rows is None:  # staged files only
+                return removed
             orphans = [(p, clip) for p, clip in self.kept() if not has_rows(clip)]
             if len(orphans) > max_orphans:
                 log.error(

@@ -12,10 +12,12 @@ from typing import Any, TypeVar
 from server.backends import Backend
 from server.core.config import Settings
 from server.core.decode import DecodePool
-from server.core.errors import Busy, StorageFull, is_storage_full
+from server.core.errors import Busy, NotReady, StorageFull, is_storage_full
+from server.core.identity import ModelIdentity
 from server.core.media import MediaStore
 from server.core.metrics import Metrics
 from server.core.uploads import ReadLimits
+from server.index.base import IndexUnavailableError
 
 __all__ = ["AppState", "JobLimiter"]
 
@@ -77,11 +79,12 @@ class JobLimiter:
 class AppState:
     settings: Settings
     backend: Backend
-    index: Any  # server.index.VectorIndex
+    index: Any  # server.index.Index: VectorIndex (FAISS) or MilvusIndex
     decoder: DecodePool
     jobs: JobLimiter
     metrics: Metrics
-    media: MediaStore  # kept source videos (data_dir/media)
+    media: MediaStore  # kept source videos (PEMT_MEDIA_DIR, default data_dir/media)
+    model: ModelIdentity  # the served model; the index was checked against it
     video_decoder: str = "cpu"  # PEMT_DECODER resolved at start-up: "cpu" | "nvdec"
     # FAISS + SQLite calls leave the event loop (VectorIndex is thread-safe: one writer, readers)
     index_pool: ThreadPoolExecutor = field(
@@ -101,6 +104,8 @@ class AppState:
         try:
             return await loop.run_in_executor(self.index_pool, lambda: fn(*args, **kwargs))
         except Exception as e:
+            if isinstance(e, IndexUnavailableError):  # Milvus down: 503, retry later
+                raise NotReady(str(e), code="index_unavailable", retry_after_s=5) from e
             if is_storage_full(e):
                 raise StorageFull(
                     f"the index could not be written: the server's data directory is full ({e}); "

@@ -39,28 +39,22 @@ lock, searches the read side, so readers always see a consistent FAISS state and
 parallel with each other and with SQLite commits. Every thread reads SQLite through its own
 connection (WAL readers do not block the writer).
 
-Filters are exact matches on top-level scalar metadata values, indexed in a ``tags`` table.
-The matches are counted first (an index lookup). A broad filter searches FAISS with an
-over-fetch of 2 k n / matches + 16 hits and drops non-matching ones, growing the fetch until
-k hits are found or the index is exhausted. A selective filter, one matching at most
-``prefilter_max`` items (default 2,000) or fewer items than that over-fetch would read, is
-answered exactly instead: the matching rows' vectors are read from SQLite and scored with
-numpy (about 6 us a row here), which also finds matches an approximate index would miss.
+Layout. ``_rows.py``: the SQLite schema and the checks run before opening; ``_plan.py``: how a
+filtered search is answered (exact pre-filter or FAISS over-fetch); ``_vote.py``: the k-NN
+vote; ``_gpu.py``: the optional GPU copy; ``_faiss.py``: one modality's FAISS state;
+``_snapshot.py`` and ``_commits.py``: the two files beside the database.
 """
 
 from __future__ import annotations
 
 import builtins
-import fcntl
 import json
 import logging
-import math
 import os
 import re
 import sqlite3
 import threading
 import time
-import urllib.parse
 import uuid
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from contextlib import contextmanager
@@ -73,23 +67,56 @@ import numpy as np
 
 from ._commits import CommitRecord, CommitRecordError, read_record
 from ._faiss import RWLock, Space, auto_nlist
+from ._gpu import GpuMirror
+from ._plan import Condition, condition_matches, fetch_size, prefilter, tag_query
+from ._rows import (
+    COMMITS_NAME,
+    DB_NAME,
+    ITEM_COLS,
+    LOCK_NAME,
+    RECOVERY,
+    SCHEMA,
+    SCHEMA_VERSION,
+    SNAPSHOT_NAME,
+    check_commit_record,
+    inspect_database,
+    lock_index_dir,
+    quick_check,
+    row_item,
+    vt,
+)
 from ._snapshot import SnapshotError, read_snapshot, remove_stray_temps, write_snapshot
+from ._vote import vote
+from .base import IndexDamagedError, IndexLockedError, IndexMissingError
 from .types import (
     DEFAULT_MODALITIES,
     MAX_K,
-    MAX_THUMBNAIL_BYTES,
     Classification,
     Hit,
     Item,
     Record,
     as_vector,
-    canonical_value,
-    is_scalar,
-    matches,
+    prepare_record,
     validate_filter,
     validate_id,
-    validate_metadata,
 )
+
+__all__ = [
+    "COMMITS_NAME",
+    "DB_NAME",
+    "INDEX_TYPES",
+    "LOCK_NAME",
+    "SNAPSHOT_NAME",
+    "IndexDamagedError",
+    "IndexLockedError",
+    "IndexMissingError",
+    "IndexType",
+    "VectorIndex",
+    "check_commit_record",
+    "inspect_database",
+    "lock_index_dir",
+    "quick_check",
+]
 
 log = logging.getLogger(__name__)
 # faiss ships type stubs that lag its SWIG API (SearchParametersHNSW, IDSelector*, ...).
@@ -97,165 +124,8 @@ faiss: Any = _faiss
 
 IndexType = Literal["flat", "ivf", "hnsw"]
 INDEX_TYPES = ("flat", "ivf", "hnsw")
-SCHEMA_VERSION = 1
-DB_NAME = "index.sqlite3"
-SNAPSHOT_NAME = "index.snapshot"
-COMMITS_NAME = "index.commits"
-LOCK_NAME = "index.lock"
 _CHUNK = 8192
-_GPU_REFRESH_S = 5.0
 _MODALITY = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS info (name TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS items (
-    key INTEGER PRIMARY KEY AUTOINCREMENT,
-    id TEXT NOT NULL UNIQUE,
-    clip_id TEXT,
-    start REAL,
-    "end" REAL,
-    metadata TEXT NOT NULL,
-    modalities TEXT NOT NULL,
-    has_thumbnail INTEGER NOT NULL,
-    created_at REAL NOT NULL,
-    updated_at REAL NOT NULL
-);
-CREATE INDEX IF NOT EXISTS items_clip ON items(clip_id);
-CREATE TABLE IF NOT EXISTS tags (
-    name TEXT NOT NULL, value TEXT NOT NULL, key INTEGER NOT NULL,
-    PRIMARY KEY (name, value, key)
-) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS tags_key ON tags(key);
-CREATE TABLE IF NOT EXISTS thumbnails (key INTEGER PRIMARY KEY, data BLOB NOT NULL);
-"""
-_ITEM_COLS = (
-    'key, id, clip_id, start, "end", metadata, modalities, has_thumbnail, created_at, updated_at'
-)
-
-
-def _vt(modality: str) -> str:
-    """Table of one modality's vectors (a rowid table: 3 KB blobs sit badly in WITHOUT ROWID)."""
-    return f'"vec_{modality}"'
-
-
-RECOVERY = (
-    "Nothing was changed. To recover, stop the service and restore the latest backup "
-    "(`pemt-server index restore BACKUP DATA_DIR`); docs/ARCHITECTURE.md, section 'Index: "
-    "damage and recovery', lists the other options."
-)
-
-
-class IndexDamagedError(RuntimeError):
-    """The index directory must not be served as it is; the message says why and what to do."""
-
-
-class IndexMissingError(IndexDamagedError):
-    """``create=False`` and the directory holds no index (no database, or an empty one)."""
-
-
-class IndexLockedError(RuntimeError):
-    """Another process (or another open ``VectorIndex``) owns the index directory."""
-
-
-def lock_index_dir(path: Path) -> int:
-    """Take the exclusive lock of an index directory; return its file descriptor (close it to
-    release). Raises ``IndexLockedError`` at once when someone else holds it."""
-    fd = os.open(path / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
-        os.close(fd)
-        raise IndexLockedError(
-            f"{path} is in use by another process (pid {holder}) or another open VectorIndex; "
-            "one process owns an index directory: stop the service first"
-        ) from None
-    os.ftruncate(fd, 0)
-    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-    return fd
-
-
-def inspect_database(
-    db_path: Path, verify: bool = True, *, full: bool = False
-) -> tuple[set[str], dict[str, str], int]:
-    """(tables, ``info`` rows, item count) of an existing database, through a read-only
-    connection: it writes nothing, and unlike a writer it neither checkpoints nor deletes the
-    WAL when it closes, so a database refused here is left exactly as it was found. ``verify``
-    runs ``quick_check`` first (``full``: ``integrity_check``). Raises ``IndexDamagedError``."""
-    uri = f"file:{urllib.parse.quote(str(db_path))}?mode=ro"
-    try:
-        con = sqlite3.connect(uri, uri=True, isolation_level=None)
-        try:
-            con.execute("PRAGMA busy_timeout=10000")
-            if verify:
-                quick_check(con, db_path, full)
-            tables = {str(r[0]) for r in con.execute("SELECT name FROM sqlite_master")}
-            info: dict[str, str] = {}
-            if "info" in tables:
-                info = dict(con.execute("SELECT name, value FROM info").fetchall())
-            count = 0
-            if "items" in tables:
-                count = int(con.execute("SELECT COUNT(*) FROM items").fetchone()[0])
-        finally:
-            con.close()
-    except sqlite3.DatabaseError as exc:
-        raise IndexDamagedError(
-            f"{db_path} is not a readable SQLite database ({exc}): it was overwritten, zeroed "
-            f"or cut short. {RECOVERY}"
-        ) from None
-    return tables, info, count
-
-
-def check_commit_record(index_dir: Path, db_uuid: str, commits: int, count: int) -> None:
-    """Raise ``IndexDamagedError`` if the database (``db_uuid``, ``commits``, ``count`` items)
-    is behind the commit record or is not the database the record belongs to. A missing or
-    unreadable record cannot prove anything: logged, not raised."""
-    path = index_dir / COMMITS_NAME
-    db_path = index_dir / DB_NAME
-    try:
-        rec = read_record(path)
-    except CommitRecordError as exc:
-        log.error(
-            "%s: cannot verify that no acknowledged write is missing; a new record starts at "
-            "the database's %d commits",
-            exc, commits,
-        )  # fmt: skip
-        return
-    if rec is None:
-        if commits:
-            log.warning(
-                "%s is missing: cannot verify that no acknowledged write is lost; a new record "
-                "starts at the database's %d commits",
-                path, commits,
-            )  # fmt: skip
-        return
-    if rec.uuid != db_uuid:
-        raise IndexDamagedError(
-            f"{path} belongs to another database (uuid {rec.uuid}, {rec.commits} writes) than "
-            f"{db_path} (uuid {db_uuid}): the database file was replaced. {RECOVERY} If this "
-            "database is the one to serve: `pemt-server index accept DATA_DIR`."
-        )
-    if rec.commits > commits:
-        raise IndexDamagedError(
-            f"{db_path} lost acknowledged writes: it holds {count} items after {commits} "
-            f"committed writes, but {rec.commits} writes ({rec.items} items after the last) "
-            f"were acknowledged ({COMMITS_NAME}); the newest {rec.commits - commits} are "
-            f"missing, most likely with a truncated or deleted write-ahead log ({DB_NAME}-wal). "
-            f"{RECOVERY} To serve the database as it is, accepting the loss: `pemt-server index "
-            "accept DATA_DIR`."
-        )
-
-
-def quick_check(con: sqlite3.Connection, db_path: Path, full: bool = False) -> None:
-    """``PRAGMA quick_check`` (``integrity_check`` if ``full``: also compares every index with
-    its table); raise ``IndexDamagedError`` naming the first problems found."""
-    pragma = "integrity_check" if full else "quick_check"
-    problems = [str(r[0]) for r in con.execute(f"PRAGMA {pragma}(5)")]
-    if problems != ["ok"]:
-        text = "; ".join(problems).replace("\n", "; ")
-        raise IndexDamagedError(
-            f"{db_path} failed SQLite's integrity check (PRAGMA {pragma}): {text}. {RECOVERY}"
-        )
 
 
 class VectorIndex:
@@ -375,7 +245,7 @@ class VectorIndex:
         try:
             self._open_database(dim, mods, create, verify)
             self._record = self._open_record()
-            self._gpu = self._init_gpu(use_gpu)
+            self._gpu = GpuMirror.create(use_gpu, index_type)
             self._omp_threads = omp_threads or os.cpu_count() or 1
             self._closed = False
             self._load()
@@ -450,12 +320,12 @@ class VectorIndex:
             con.execute("PRAGMA busy_timeout=10000")
             con.execute("PRAGMA journal_mode=WAL")
             con.execute(f"PRAGMA synchronous={self.synchronous}")
-            con.executescript(_SCHEMA)
+            con.executescript(SCHEMA)
             self.dim, self.modalities, self._db_uuid, self._commits = self._check_info(dim, mods)
             self.created = not info
             for m in self.modalities:
                 con.execute(
-                    f"CREATE TABLE IF NOT EXISTS {_vt(m)} (key INTEGER PRIMARY KEY, vec BLOB NOT NULL)"
+                    f"CREATE TABLE IF NOT EXISTS {vt(m)} (key INTEGER PRIMARY KEY, vec BLOB NOT NULL)"
                 )
         except sqlite3.DatabaseError as exc:  # it read fine: a permission or disk problem
             raise IndexDamagedError(
@@ -531,22 +401,6 @@ class VectorIndex:
                 self._wcon.execute("INSERT OR IGNORE INTO info VALUES ('commits', '0')")
             info["commits"] = "0"
         return stored_dim, stored_mods, info["uuid"], int(info["commits"])
-
-    def _init_gpu(self, use_gpu: bool) -> dict[str, Any] | None:
-        if not use_gpu:
-            return None
-        if faiss.get_num_gpus() <= 0 or not hasattr(faiss, "index_cpu_to_gpu"):
-            log.info("use_gpu: no GPU FAISS here, searching on the CPU")
-            return None
-        if self.index_type == "hnsw":
-            log.info("use_gpu: HNSW has no GPU form, searching on the CPU")
-            return None
-        return {
-            "res": faiss.StandardGpuResources(),
-            "copies": {},
-            "made": {},
-            "lock": threading.Lock(),
-        }
 
     def _header(self, seq: int) -> dict[str, Any]:
         return {
@@ -662,7 +516,7 @@ class VectorIndex:
         return faiss.index_factory(self.dim, "IDMap2,Flat", faiss.METRIC_INNER_PRODUCT), False
 
     def _live_keys(self, modality: str) -> np.ndarray:
-        rows = self._wcon.execute(f"SELECT key FROM {_vt(modality)} ORDER BY key")
+        rows = self._wcon.execute(f"SELECT key FROM {vt(modality)} ORDER BY key")
         return np.fromiter((r[0] for r in rows), dtype=np.int64)
 
     def _read_vectors(self, modality: str, keys: np.ndarray) -> np.ndarray:
@@ -670,7 +524,7 @@ class VectorIndex:
         out = np.empty((len(keys), self.dim), dtype=np.float32)
         for lo in range(0, len(keys), 500):
             part = [int(k) for k in keys[lo : lo + 500]]
-            q = f"SELECT key, vec FROM {_vt(modality)} WHERE key IN ({','.join('?' * len(part))})"
+            q = f"SELECT key, vec FROM {vt(modality)} WHERE key IN ({','.join('?' * len(part))})"
             got = dict(self._wcon.execute(q, part).fetchall())
             for i, k in enumerate(part):
                 out[lo + i] = np.frombuffer(got[k], dtype=np.float32)
@@ -678,7 +532,7 @@ class VectorIndex:
 
     def _iter_vectors(self, modality: str) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """All (keys, vectors) of a modality from SQLite, in key-ordered chunks."""
-        cur = self._wcon.execute(f"SELECT key, vec FROM {_vt(modality)} ORDER BY key")
+        cur = self._wcon.execute(f"SELECT key, vec FROM {vt(modality)} ORDER BY key")
         while rows := cur.fetchmany(_CHUNK):
             keys = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
             vecs = np.frombuffer(b"".join(r[1] for r in rows), dtype=np.float32)
@@ -745,60 +599,12 @@ class VectorIndex:
 
     # ------------------------------------------------------------------ writes
 
-    def _prepare(self, rec: Record) -> dict[str, Any]:
-        if not isinstance(rec, Record):
-            raise ValueError(f"expected a Record, got {type(rec).__name__}")
-        item_id = validate_id(rec.id)
-        if not isinstance(rec.vectors, Mapping) or not rec.vectors:
-            raise ValueError(f"{item_id}: vectors must be a non-empty dict of modality -> vector")
-        vectors = {}
-        for m, v in rec.vectors.items():
-            if m not in self.modalities:
-                raise ValueError(
-                    f"{item_id}: unknown modality {m!r}; known: {list(self.modalities)}"
-                )
-            vectors[m] = as_vector(v, self.dim, f"{item_id} {m} vector", normalize=self.normalize)
-        metadata, meta_text = validate_metadata(rec.metadata)
-        clip_id = rec.clip_id
-        if clip_id is None and isinstance(metadata.get("clip_id"), str):
-            clip_id = metadata["clip_id"]
-        if clip_id is not None:
-            validate_id(clip_id, "clip_id")
-        start, end = rec.start, rec.end
-        for name, t in (("start", start), ("end", end)):
-            if t is not None and (not isinstance(t, int | float) or not math.isfinite(t) or t < 0):
-                raise ValueError(
-                    f"{item_id}: {name} must be a finite number of seconds >= 0, got {t!r}"
-                )
-        if start is not None and end is not None and end < start:
-            raise ValueError(f"{item_id}: end ({end}) is before start ({start})")
-        thumb = rec.thumbnail
-        if thumb is not None:
-            if not isinstance(thumb, bytes | bytearray | memoryview):
-                raise ValueError(f"{item_id}: thumbnail must be JPEG bytes")
-            thumb = bytes(thumb)
-            if not thumb.startswith(b"\xff\xd8") or len(thumb) > MAX_THUMBNAIL_BYTES:
-                raise ValueError(
-                    f"{item_id}: thumbnail must be a JPEG of at most {MAX_THUMBNAIL_BYTES} bytes"
-                )
-        tags = [(k, canonical_value(v)) for k, v in metadata.items() if is_scalar(v)]
-        return {
-            "id": item_id,
-            "clip_id": clip_id,
-            "start": None if start is None else float(start),
-            "end": None if end is None else float(end),
-            "metadata": meta_text,
-            "vectors": vectors,
-            "thumbnail": thumb,
-            "tags": tags,
-        }
-
     def _delete_key(self, key: int, removed: dict[str, list[int]]) -> None:
         con = self._wcon
         (mods,) = con.execute("SELECT modalities FROM items WHERE key=?", (key,)).fetchone()
         for m in mods.split(","):
             removed.setdefault(m, []).append(key)
-            con.execute(f"DELETE FROM {_vt(m)} WHERE key=?", (key,))
+            con.execute(f"DELETE FROM {vt(m)} WHERE key=?", (key,))
         con.execute("DELETE FROM tags WHERE key=?", (key,))
         con.execute("DELETE FROM thumbnails WHERE key=?", (key,))
         con.execute("DELETE FROM items WHERE key=?", (key,))
@@ -867,7 +673,9 @@ class VectorIndex:
         All or nothing: a bad record raises ``ValueError`` before anything is written.
         Duplicate ids in one call are rejected.
         """
-        prepared = [self._prepare(r) for r in records]
+        prepared = [
+            prepare_record(r, self.modalities, self.dim, normalize=self.normalize) for r in records
+        ]
         ids = [p["id"] for p in prepared]
         if len(set(ids)) != len(ids):
             raise ValueError("duplicate ids in one upsert_many call")
@@ -890,14 +698,14 @@ class VectorIndex:
                     else:
                         delta += 1
                     cur = con.execute(
-                        f"INSERT INTO items ({_ITEM_COLS.removeprefix('key, ')}) VALUES (?,?,?,?,?,?,?,?,?)",
+                        f"INSERT INTO items ({ITEM_COLS.removeprefix('key, ')}) VALUES (?,?,?,?,?,?,?,?,?)",
                         (p["id"], p["clip_id"], p["start"], p["end"], p["metadata"],
                          ",".join(p["vectors"]), int(p["thumbnail"] is not None), created, now),
                     )  # fmt: skip
                     key = int(cur.lastrowid or 0)
                     for m, v in p["vectors"].items():
                         con.execute(
-                            f"INSERT INTO {_vt(m)} (key, vec) VALUES (?,?)", (key, v.tobytes())
+                            f"INSERT INTO {vt(m)} (key, vec) VALUES (?,?)", (key, v.tobytes())
                         )
                     con.executemany(
                         "INSERT INTO tags (name, value, key) VALUES (?,?,?)",
@@ -965,28 +773,19 @@ class VectorIndex:
 
     # ------------------------------------------------------------------ reads
 
-    @staticmethod
-    def _row_item(row: tuple[Any, ...]) -> Item:
-        _, item_id, clip_id, start, end, meta, mods, thumb, created, updated = row
-        return Item(
-            id=item_id, clip_id=clip_id, start=start, end=end, metadata=json.loads(meta),
-            modalities=tuple(mods.split(",")) if mods else (), has_thumbnail=bool(thumb),
-            created_at=created, updated_at=updated,
-        )  # fmt: skip
-
     def get(self, id: str, *, with_vectors: bool = False) -> Item | None:
         """The item with this id (vectors too if asked), or None."""
         con = self._rcon()
         row = con.execute(
-            f"SELECT {_ITEM_COLS} FROM items WHERE id=?", (validate_id(id),)
+            f"SELECT {ITEM_COLS} FROM items WHERE id=?", (validate_id(id),)
         ).fetchone()
         if row is None:
             return None
-        item = self._row_item(row)
+        item = row_item(row)
         if with_vectors:
             item.vectors = {}
             for m in item.modalities:
-                (blob,) = con.execute(f"SELECT vec FROM {_vt(m)} WHERE key=?", (row[0],)).fetchone()
+                (blob,) = con.execute(f"SELECT vec FROM {vt(m)} WHERE key=?", (row[0],)).fetchone()
                 item.vectors[m] = np.frombuffer(blob, dtype=np.float32).copy()
         return item
 
@@ -996,7 +795,7 @@ class VectorIndex:
         row = (
             self._rcon()
             .execute(
-                f"SELECT v.vec FROM items i JOIN {_vt(modality)} v ON v.key = i.key WHERE i.id = ?",
+                f"SELECT v.vec FROM items i JOIN {vt(modality)} v ON v.key = i.key WHERE i.id = ?",
                 (validate_id(id),),
             )
             .fetchone()
@@ -1025,10 +824,34 @@ class VectorIndex:
             ("WHERE clip_id=?", (validate_id(clip_id, "clip_id"),)) if clip_id else ("", ())
         )
         rows = self._rcon().execute(
-            f"SELECT {_ITEM_COLS} FROM items {where} ORDER BY id LIMIT ? OFFSET ?",
+            f"SELECT {ITEM_COLS} FROM items {where} ORDER BY id LIMIT ? OFFSET ?",
             (*args, limit, offset),
         )
-        return [self._row_item(r) for r in rows]
+        return [row_item(r) for r in rows]
+
+    def model_identity(self) -> dict[str, Any] | None:
+        """The model that writes this index (``info.model``), None before one was recorded."""
+        row = self._rcon().execute("SELECT value FROM info WHERE name='model'").fetchone()
+        return None if row is None else dict(json.loads(row[0]))
+
+    def set_model_identity(self, identity: Mapping[str, Any]) -> None:
+        """Record the model that writes this index; durable when it returns (COMMIT under the
+        index's ``synchronous``). Not counted in ``info.commits``: the commit record counts
+        writes of items, and a lost record of the model would only be written again."""
+        text = json.dumps(dict(identity), sort_keys=True)
+        with self._write_mutex:
+            self._check_open()
+            con = self._wcon
+            con.execute("BEGIN IMMEDIATE")
+            try:
+                con.execute(
+                    "INSERT OR REPLACE INTO info (name, value) VALUES ('model', ?)", (text,)
+                )
+                con.execute("COMMIT")
+            except BaseException:
+                if con.in_transaction:
+                    con.execute("ROLLBACK")
+                raise
 
     def count(self) -> int:
         """Number of items."""
@@ -1047,21 +870,6 @@ class VectorIndex:
         if modality not in self.modalities:
             raise ValueError(f"unknown modality {modality!r}; known: {list(self.modalities)}")
         return modality
-
-    @staticmethod
-    def _tag_query(
-        conditions: builtins.list[tuple[str, str | None]],
-    ) -> tuple[str, builtins.list[str]]:
-        """SQL selecting the keys matching every condition; value None means 'present, not null'."""
-        parts, args = [], []
-        for name, value in conditions:
-            if value is None:
-                parts.append("SELECT key FROM tags WHERE name=? AND value != 'null'")
-                args.append(name)
-            else:
-                parts.append("SELECT key FROM tags WHERE name=? AND value=?")
-                args += [name, value]
-        return " INTERSECT ".join(parts), args
 
     def _nprobe(self, space: Space, nprobe: int | None = None) -> int:
         nlist = int(space.inner.nlist)
@@ -1091,7 +899,10 @@ class VectorIndex:
                 )
             else:
                 params = faiss.SearchParameters(sel=sel) if sel is not None else None
-            gpu = self._gpu_index(modality) if sel is None and nprobe is None else None
+            gpu = None
+            if self._gpu is not None and sel is None and nprobe is None:
+                nprobe_gpu = self._nprobe(space) if space.is_ivf else None
+                gpu = self._gpu.index(modality, space, nprobe_gpu)
             if gpu is not None:
                 return gpu.search(queries, fetch)  # type: ignore[no-any-return]
             return space.index.search(queries, fetch, params=params)  # type: ignore[no-any-return]
@@ -1102,7 +913,7 @@ class VectorIndex:
         con = self._rcon()
         for lo in range(0, len(keys), 500):
             part = keys[lo : lo + 500]
-            q = f"SELECT {_ITEM_COLS} FROM items WHERE key IN ({','.join('?' * len(part))})"
+            q = f"SELECT {ITEM_COLS} FROM items WHERE key IN ({','.join('?' * len(part))})"
             out.update((r[0], r) for r in con.execute(q, part))
         return out
 
@@ -1111,7 +922,7 @@ class VectorIndex:
         q: np.ndarray,
         k: int,
         modality: str,
-        conditions: builtins.list[tuple[str, str | None]],
+        conditions: builtins.list[Condition],
         keep: Callable[[Item], bool] | None,
         nprobe: int | None,
         ef_search: int | None,
@@ -1119,7 +930,7 @@ class VectorIndex:
         if not isinstance(k, int) or not 1 <= k <= MAX_K:
             raise ValueError(f"k must be an int in 1..{MAX_K}, got {k!r}")
         con = self._rcon()
-        tag_sql, tag_args = self._tag_query(conditions) if conditions else ("", [])
+        tag_sql, tag_args = tag_query(conditions) if conditions else ("", [])
         n_total = self._spaces[modality].live
         n_match = n_total
         if conditions:
@@ -1130,12 +941,8 @@ class VectorIndex:
                 return []
 
         def accept(row: tuple[Any, ...]) -> Item | None:
-            item = self._row_item(row)
-            if conditions and not all(
-                (item.metadata.get(n) is not None and is_scalar(item.metadata[n])) if v is None
-                else matches(item.metadata, [(n, v)])
-                for n, v in conditions
-            ):  # fmt: skip
+            item = row_item(row)
+            if conditions and not condition_matches(item.metadata, conditions):
                 return None
             return item if keep is None or keep(item) else None
 
@@ -1151,13 +958,11 @@ class VectorIndex:
             )
 
         hits: builtins.list[Hit] = []
-        fetch = k
-        if conditions or keep:
-            fetch = int(2 * k * max(1.0, n_total / max(n_match, 1))) + 16
-        if conditions and self.prefilter_max and n_match <= max(self.prefilter_max, fetch):
+        fetch = fetch_size(k, n_total, n_match, bool(conditions or keep))
+        if conditions and prefilter(self.prefilter_max, n_match, fetch):
             # Selective filter: exact search over just the matching rows, read from SQLite.
             rows = con.execute(
-                f"SELECT key, vec FROM {_vt(modality)} WHERE key IN ({tag_sql})", tag_args
+                f"SELECT key, vec FROM {vt(modality)} WHERE key IN ({tag_sql})", tag_args
             ).fetchall()
             keys = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
             mat = np.frombuffer(b"".join(r[1] for r in rows), dtype=np.float32).reshape(
@@ -1216,7 +1021,7 @@ class VectorIndex:
         self._check_open()
         self._check_modality(modality)
         q = as_vector(vector, self.dim, "query vector", normalize=self.normalize)
-        conditions: builtins.list[tuple[str, str | None]] = list(validate_filter(filter))
+        conditions: builtins.list[Condition] = list(validate_filter(filter))
         skip = set(exclude)
         keep = (lambda item: item.id not in skip) if skip else None
         return self._search(q, k, modality, conditions, keep, nprobe, ef_search)
@@ -1254,7 +1059,7 @@ class VectorIndex:
             for s, key in zip(srow, krow, strict=True):
                 row = rows.get(int(key)) if key >= 0 else None
                 if row is not None:  # None: no neighbour, or deleted after the FAISS search
-                    item = self._row_item(row)
+                    item = row_item(row)
                     hits.append(
                         Hit(
                             item.id,
@@ -1289,7 +1094,7 @@ class VectorIndex:
         def keep(other: Item) -> bool:
             return other.id != id and not (exclude_same_clip and clip and other.clip_id == clip)
 
-        conditions: builtins.list[tuple[str, str | None]] = list(validate_filter(filter))
+        conditions: builtins.list[Condition] = list(validate_filter(filter))
         return self._search(vec, k, modality, conditions, keep, None, None)
 
     def classify(
@@ -1311,30 +1116,14 @@ class VectorIndex:
         self._check_open()
         self._check_modality(modality)
         q = as_vector(vector, self.dim, "query vector", normalize=self.normalize)
-        conditions: builtins.list[tuple[str, str | None]] = [
+        conditions: builtins.list[Condition] = [
             *validate_filter(filter),
             (label_key, None),
         ]
         skip = set(exclude)
         keep = (lambda item: item.id not in skip) if skip else None
         neighbors = self._search(q, k, modality, conditions, keep, None, None)
-        if not neighbors:
-            return Classification(label=None)
-        weights: dict[str, float] = {}
-        for h in neighbors:
-            label = str(h.metadata[label_key])
-            weights[label] = weights.get(label, 0.0) + max(h.score, 0.0)
-        total = sum(weights.values())
-        if total <= 0:
-            weights = {}
-            for h in neighbors:
-                label = str(h.metadata[label_key])
-                weights[label] = weights.get(label, 0.0) + 1.0
-            total = float(len(neighbors))
-        scores = {lab: w / total for lab, w in sorted(weights.items(), key=lambda kv: -kv[1])}
-        first = {str(h.metadata[label_key]): i for i, h in reversed(list(enumerate(neighbors)))}
-        best = max(scores, key=lambda lab: (scores[lab], -first[lab]))
-        return Classification(label=best, scores=scores, neighbors=neighbors)
+        return vote(neighbors, label_key)
 
     # ------------------------------------------------------------------ snapshot, stats
 
@@ -1390,7 +1179,7 @@ class VectorIndex:
             "hnsw": {"m": self.hnsw_m, "ef_search": self.ef_search}
             if self.index_type == "hnsw"
             else None,
-            "gpu": self._gpu is not None,
+            "gpu": self._gpu is not None and not self._gpu.failed,
             "synchronous": self.synchronous,
             "db_bytes": db_bytes,
             "snapshot_seq": self._snapshot_seq,
@@ -1398,37 +1187,3 @@ class VectorIndex:
             "changes_since_snapshot": self._changes_since_snapshot,
             "load": self._load_info,
         }
-
-    # ------------------------------------------------------------------ GPU (optional)
-
-    def _gpu_index(self, modality: str) -> Any:
-        """A GPU copy of the modality's index if one is current, else None (search on CPU).
-
-        Copies carry the CPU index's version; a stale copy is never used. A new copy is made
-        at most every ``_GPU_REFRESH_S`` seconds, so a stream of writes does not turn every
-        search into a host-to-device copy. Not exercised here: no GPU FAISS on this machine.
-        """
-        if self._gpu is None:
-            return None
-        space = self._spaces[modality]
-        copy = self._gpu["copies"].get(modality)
-        if copy is not None and copy[0] is space and copy[1] == space.version:
-            return copy[2]
-        lock = self._gpu["lock"]
-        if time.monotonic() - self._gpu["made"].get(
-            modality, -1e9
-        ) < _GPU_REFRESH_S or not lock.acquire(blocking=False):
-            return None
-        try:
-            gpu = faiss.index_cpu_to_gpu(self._gpu["res"], 0, space.index)
-            if space.is_ivf:
-                faiss.GpuParameterSpace().set_index_parameter(gpu, "nprobe", self._nprobe(space))
-        except RuntimeError as exc:
-            log.warning("GPU copy failed (%s); searching on the CPU from now on", exc)
-            self._gpu = None
-            return None
-        finally:
-            lock.release()
-        self._gpu["copies"][modality] = (space, space.version, gpu)
-        self._gpu["made"][modality] = time.monotonic()
-        return gpu

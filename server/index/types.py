@@ -197,3 +197,55 @@ class Classification:
             "scores": self.scores,
             "neighbors": [h.to_dict() for h in self.neighbors],
         }
+
+
+def prepare_record(
+    rec: Record, modalities: tuple[str, ...], dim: int, *, normalize: bool = True
+) -> dict[str, Any]:
+    """Check one record and return what a backend stores: id, clip_id, start, end, metadata
+    (JSON text), vectors (modality -> normalized float32), thumbnail, tags ((name, canonical
+    value) of every top-level scalar). Raises ``ValueError`` saying what is wrong."""
+    if not isinstance(rec, Record):
+        raise ValueError(f"expected a Record, got {type(rec).__name__}")
+    item_id = validate_id(rec.id)
+    if not isinstance(rec.vectors, Mapping) or not rec.vectors:
+        raise ValueError(f"{item_id}: vectors must be a non-empty dict of modality -> vector")
+    vectors = {}
+    for m, v in rec.vectors.items():
+        if m not in modalities:
+            raise ValueError(f"{item_id}: unknown modality {m!r}; known: {list(modalities)}")
+        vectors[m] = as_vector(v, dim, f"{item_id} {m} vector", normalize=normalize)
+    metadata, meta_text = validate_metadata(rec.metadata)
+    clip_id = rec.clip_id
+    if clip_id is None and isinstance(metadata.get("clip_id"), str):
+        clip_id = metadata["clip_id"]
+    if clip_id is not None:
+        validate_id(clip_id, "clip_id")
+    start, end = rec.start, rec.end
+    for name, t in (("start", start), ("end", end)):
+        if t is not None and (not isinstance(t, int | float) or not math.isfinite(t) or t < 0):
+            raise ValueError(
+                f"{item_id}: {name} must be a finite number of seconds >= 0, got {t!r}"
+            )
+    if start is not None and end is not None and end < start:
+        raise ValueError(f"{item_id}: end ({end}) is before start ({start})")
+    thumb = rec.thumbnail
+    if thumb is not None:
+        if not isinstance(thumb, bytes | bytearray | memoryview):
+            raise ValueError(f"{item_id}: thumbnail must be JPEG bytes")
+        thumb = bytes(thumb)
+        if not thumb.startswith(b"\xff\xd8") or len(thumb) > MAX_THUMBNAIL_BYTES:
+            raise ValueError(
+                f"{item_id}: thumbnail must be a JPEG of at most {MAX_THUMBNAIL_BYTES} bytes"
+            )
+    tags = [(k, canonical_value(v)) for k, v in metadata.items() if is_scalar(v)]
+    return {
+        "id": item_id,
+        "clip_id": clip_id,
+        "start": None if start is None else float(start),
+        "end": None if end is None else float(end),
+        "metadata": meta_text,
+        "vectors": vectors,
+        "thumbnail": thumb,
+        "tags": tags,
+    }

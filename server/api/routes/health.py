@@ -65,8 +65,11 @@ async def info(state: State) -> dict[str, Any]:
     return {
         "count": count,
         "backend": state.backend.info(),
+        "index": {"backend": state.settings.index_backend},
         "model": {
             "name": cfg.name,
+            "version": state.model.version,
+            "identity": state.model.to_dict(),
             "embed_dim": cfg.embed_dim,
             "window_seconds": cfg.media.window_seconds,
             "segment_seconds": cfg.media.segment_seconds,

@@ -1,17 +1,18 @@
-"""A real Triton Inference Server for tests: the ``tritonserver`` binary inside nvidia-pytriton.
+"""Triton on any machine: the ``tritonserver`` binary inside the nvidia-pytriton wheel.
 
-The nvidia-pytriton wheel ships Triton (2.51) with the Python backend only, CPU friendly. This
-module starts that binary on a model repository, on free ports, and stops it cleanly. It is a
-plain library (no pytest import at module level) so other tests and tools can reuse it::
+``pemt triton serve REPO`` (no Docker, no GPU) and the tests use this module. The
+nvidia-pytriton wheel ships Triton (2.51) with the Python backend only, CPU friendly; export
+with ``--triton-backend python`` for it (NVIDIA's container runs the onnxruntime/TensorRT
+backends instead). This module starts that binary on a model repository, on free (or given)
+ports, and stops it cleanly::
 
-    from tests.triton_server import TritonServer, triton_available
+    from pemt.triton_serve import TritonServer, triton_available
 
     with TritonServer("model_repository", models=["pemt"]) as server:
         client = tritonclient.grpc.InferenceServerClient(server.grpc_url)
         ...
         client.close()          # close clients before the server stops, or shutdown waits 30 s
 
-or, in a test module, ``server = start_module_server(repo)`` from a module-scoped fixture.
 
 How the Python backend stub finds our packages (done the way pytriton does it, see
 ``pytriton/triton.py::_prepare_triton_inference_server`` and
@@ -48,8 +49,7 @@ import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-
-from server.testing import free_port
+from typing import Any
 
 __all__ = [
     "TritonDist",
@@ -57,8 +57,17 @@ __all__ = [
     "TritonStartError",
     "find_triton",
     "free_port",
+    "register",
     "triton_available",
 ]
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 class TritonStartError(RuntimeError):
@@ -114,6 +123,8 @@ class TritonServer:
         startup_timeout: float = 90.0,
         log_verbose: int = 0,
         extra_args: Sequence[str] = (),
+        host: str = "127.0.0.1",
+        ports: tuple[int, int, int] | None = None,
     ) -> None:
         dist = find_triton()
         if dist is None:
@@ -126,6 +137,8 @@ class TritonServer:
         self.startup_timeout = startup_timeout
         self.log_verbose = log_verbose
         self.extra_args = list(extra_args)
+        self.host = host
+        self.ports = ports  # (http, grpc, metrics); None: free ports
         self.http_port = self.grpc_port = self.metrics_port = 0
         self._proc: subprocess.Popen[bytes] | None = None
         self._workdir: tempfile.TemporaryDirectory[str] | None = None
@@ -133,16 +146,20 @@ class TritonServer:
 
     # --- urls ---------------------------------------------------------------------------
     @property
+    def _reach(self) -> str:
+        return "127.0.0.1" if self.host in ("0.0.0.0", "127.0.0.1") else self.host
+
+    @property
     def http_url(self) -> str:
-        return f"127.0.0.1:{self.http_port}"
+        return f"{self._reach}:{self.http_port}"
 
     @property
     def grpc_url(self) -> str:
-        return f"127.0.0.1:{self.grpc_port}"
+        return f"{self._reach}:{self.grpc_port}"
 
     @property
     def metrics_url(self) -> str:
-        return f"http://127.0.0.1:{self.metrics_port}/metrics"
+        return f"http://{self._reach}:{self.metrics_port}/metrics"
 
     # --- lifecycle ----------------------------------------------------------------------
     def _backend_dir(self, root: Path) -> Path:
@@ -172,8 +189,8 @@ class TritonServer:
             f"--http-port={self.http_port}",
             f"--grpc-port={self.grpc_port}",
             f"--metrics-port={self.metrics_port}",
-            "--http-address=127.0.0.1",
-            "--grpc-address=127.0.0.1",
+            f"--http-address={self.host}",
+            f"--grpc-address={self.host}",
             f"--backend-config=python,shm-region-prefix-name=pemt{os.getpid()}-{uuid.uuid4().hex[:8]}",
             "--backend-config=python,shm-default-byte-size=4194304",
             "--exit-timeout-secs=5",
@@ -192,7 +209,11 @@ class TritonServer:
         self._workdir = tempfile.TemporaryDirectory(prefix="pemt-triton-")
         root = Path(self._workdir.name)
         backend_dir = self._backend_dir(root)
-        self.http_port, self.grpc_port, self.metrics_port = free_port(), free_port(), free_port()
+        self.http_port, self.grpc_port, self.metrics_port = self.ports or (
+            free_port(),
+            free_port(),
+            free_port(),
+        )
         self._log_path = root / "tritonserver.log"
         with open(self._log_path, "wb") as log:
             self._proc = subprocess.Popen(
@@ -277,5 +298,60 @@ def running_server(
     server.start()
     try:
         yield server
+    finally:
+        server.stop()
+
+
+# ------------------------------------------------------------------ `pemt triton serve`
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser(
+        "triton", help="run Triton from the nvidia-pytriton wheel (no Docker, no GPU)"
+    )
+    tsub = p.add_subparsers(dest="triton_command", required=True, metavar="ACTION")
+    s = tsub.add_parser(
+        "serve",
+        help="serve a model repository until Ctrl-C",
+        description="Start the Triton server bundled in the nvidia-pytriton wheel on a model "
+        "repository exported with `--triton-backend python`, print its URLs, stop on Ctrl-C.",
+    )
+    s.add_argument("repo", type=Path, help="model repository (export/build_engine.py --out)")
+    s.add_argument("--models", nargs="*", default=None, help="load only these (default: all)")
+    s.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    s.add_argument("--http-port", type=int, default=8000)
+    s.add_argument("--grpc-port", type=int, default=8001)
+    s.add_argument("--metrics-port", type=int, default=8002)
+    s.add_argument("--startup-timeout", type=float, default=120.0)
+    s.set_defaults(func=_serve)
+
+
+def _serve(args: Any) -> int:
+    if not (args.repo / "").is_dir():
+        raise ValueError(f"{args.repo} is not a directory; export a model repository first")
+    server = TritonServer(
+        args.repo,
+        models=args.models,
+        startup_timeout=args.startup_timeout,
+        host=args.host,
+        ports=(args.http_port, args.grpc_port, args.metrics_port),
+    )
+    try:
+        server.start()
+    except TritonStartError as e:
+        raise ValueError(str(e)) from None
+    print(f"Triton is serving {server.model_repository}", flush=True)
+    print(f"  gRPC     {server.grpc_url}   (PEMT_BACKEND=triton PEMT_TRITON_URL={server.grpc_url})")
+    print(f"  HTTP     http://{server.http_url}/v2/health/ready")
+    print(f"  metrics  {server.metrics_url}")
+    print("Ctrl-C stops it.", flush=True)
+    try:
+        while server._proc is not None and server._proc.poll() is None:
+            time.sleep(0.5)
+        print(f"tritonserver exited:\n{server.logs(20)}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("stopping Triton ...", flush=True)
+        return 0
     finally:
         server.stop()
