@@ -60,7 +60,10 @@ async def readyz(request: Request) -> Any:
     responses=error_responses(401, 503),
 )
 async def info(state: State) -> dict[str, Any]:
+    from server.core.ingest import model_identity
+
     count = await state.run_index(state.index.count)
+    identity = await state.run_index(model_identity, state.backend)
     cfg = state.backend.cfg
     return {
         "count": count,
@@ -71,6 +74,7 @@ async def info(state: State) -> dict[str, Any]:
             "window_seconds": cfg.media.window_seconds,
             "segment_seconds": cfg.media.segment_seconds,
             "config": cfg.to_dict(),
+            "identity": identity,  # what PUT /clips/{id} must be sent with
         },
         "config": state.settings.public(),
         "jobs": {"limit": state.jobs.limit, "in_flight": state.jobs.in_flight},
