@@ -126,7 +126,7 @@ def _keep_upload(src: Path, dst: Path) -> None:
     operation_id="submit_job",
     status_code=202,
     response_model=schemas.Job,
-    responses=error_responses(400, 401, 403, 408, 413, 415, 429, 503, 507),
+    responses=error_responses(400, 401, 403, 408, 413, 415, 422, 429, 503, 507),
     openapi_extra=schemas.multipart_or_json(schemas.JobForm, schemas.JobRequest, ("metadata",)),
     summary="Embed a long video in the background (an upload, or a file under PEMT_JOB_ROOTS)",
 )
