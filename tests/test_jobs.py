@@ -9,6 +9,7 @@ the tiny model gives 450 windows at stride 4 s."""
 
 from __future__ import annotations
 
+import json
 import os
 import sqlite3
 import time
@@ -252,3 +253,22 @@ def test_restart_mid_job_resumes_or_fails_saying_why(
                 np.testing.assert_allclose(resumed, straight, atol=1e-5)
     finally:
         srv.stop()
+
+
+def test_cli_embeds_a_long_file_as_a_job_with_progress(
+    server: ServerProcess, library: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from clients.cli import main as cli_main
+
+    path = str(library / "two_min.mp4")  # 120 s, over PEMT_EMBED_MAX_DURATION_S=60
+    assert cli_main(["--url", server.url, "embed", path, "--id", "cli-long", "--stride", "4"]) == 0
+    out, err = capsys.readouterr()
+    job = json.loads(out)["job"]
+    assert job["state"] == "done" and job["clip_id"] == "cli-long"
+    assert job["progress"]["windows_done"] == 30
+    assert "100%" in err.splitlines()[-1] and "30/30 windows, done" in err
+    assert cli_main(["--url", server.url, "jobs", "--state", "done", "--limit", "50"]) == 0
+    listed = json.loads(capsys.readouterr().out)
+    assert job["id"] in {j["id"] for j in listed["items"]}
+    assert cli_main(["--url", server.url, "cancel", job["id"]]) == 1  # finished: 409
+    assert "409 job_finished" in capsys.readouterr().err
