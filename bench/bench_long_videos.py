@@ -6,7 +6,10 @@
 
 Each length gets a fresh ``uvicorn server.main:create_app`` (default settings; the model
 ``--config`` exported by ``export/build_engine.py``), one upload as a job (stride: the
-default, half a window), polled until done. A thread sums VmRSS over the server process and
+default, half a window), polled until done. ``--warm N``: before measuring, the service
+embeds an N-minute clip through ``/embed`` (not stored), so that ONNX Runtime's memory arena
+has reached its plateau (it grows over the first two full batches, whatever the video;
+``bench_hostile_memory.py --model-plateau``); the idle figure is then taken after it. A thread sums VmRSS over the server process and
 all its descendants (forkserver, decode children) every 50 ms, as ``bench_hostile_memory.py``
 does. Videos: ``pemt.media.encode.make_test_video``, 480x270 H.264 at ``--fps`` (the model's
 fps by default) with 16-kHz mono AAC, made once into ``.cache/bench/long/``.
@@ -50,7 +53,7 @@ def video(minutes: float, fps: int) -> Path:
     return path
 
 
-def run(repo: Path, path: Path, route: str, tmp: Path) -> dict[str, object]:
+def run(repo: Path, path: Path, route: str, tmp: Path, warm: Path | None) -> dict[str, object]:
     env = {
         "PYTHONPATH": str(ROOT),
         "PEMT_MODEL_PATH": str(repo),
@@ -61,6 +64,11 @@ def run(repo: Path, path: Path, route: str, tmp: Path) -> dict[str, object]:
     try:
         time.sleep(1.0)
         assert srv.proc is not None
+        cold = tree_rss(srv.proc.pid)[1]
+        if warm is not None:
+            with PemtClient(srv.url, read_timeout=3600) as c:
+                c.embed(warm, store=False)
+            time.sleep(1.0)
         idle = tree_rss(srv.proc.pid)[1]
         sampler = Sampler(srv, 16 << 30)
         sampler.start()
@@ -73,7 +81,7 @@ def run(repo: Path, path: Path, route: str, tmp: Path) -> dict[str, object]:
                 windows, state = len(c.embed(path).items), "done"
         wall = time.perf_counter() - t0
         peak, parent = sampler.stop()
-        return {"idle": idle, "peak": peak, "parent": parent, "windows": windows,
+        return {"cold": cold, "idle": idle, "peak": peak, "parent": parent, "windows": windows,
                 "state": state, "wall": wall}  # fmt: skip
     finally:
         srv.stop()
@@ -87,17 +95,19 @@ def main() -> int:
     ap.add_argument("--repo", type=Path, help="an existing model repository (skips the export)")
     ap.add_argument("--minutes", default="1,60")
     ap.add_argument("--fps", type=int, default=8)
+    ap.add_argument("--warm", type=float, default=0, help="minutes of warm-up video (0: none)")
     ap.add_argument("--out", type=Path)
     args = ap.parse_args()
     repo = args.repo or build_test_repository(ROOT / ".cache" / "bench" / "repo-small", args.config)
     tmp = Path(tempfile.mkdtemp(prefix="pemt-bench-long-"))
     minutes = [float(m) for m in args.minutes.split(",")]
+    warm = video(args.warm, args.fps) if args.warm else None
     rows = []
     for m in minutes:
         path = video(m, args.fps)
         routes = ["jobs", "embed"] if m * 60 <= 600 else ["jobs"]
         for route in routes:
-            r = run(repo, path, route, tmp)
+            r = run(repo, path, route, tmp, warm)
             rows.append((m, route, path.stat().st_size, r))
             print(f"{m:g} min via /{route}: {r}", flush=True)
 
@@ -113,15 +123,17 @@ def main() -> int:
         f"- machine: 2-core shared CPU box ({cpu_model()}, {os.cpu_count()} logical CPUs), "
         f"Python {platform.python_version()}; ONNX Runtime CPU; model `{args.config}`; "
         f"default settings (PEMT_MAX_BATCH=8); {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}",
+        f"- warm-up before measuring: {f'{args.warm:g}-min clip through /embed' if warm else 'none'}",
         "",
-        "| video | file MiB | route | windows | idle GiB | peak GiB | peak of uvicorn alone GiB "
-        "| wall s |",
-        "| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: |",
+        "| video | file MiB | route | windows | started GiB | idle GiB | peak GiB | peak of "
+        "uvicorn alone GiB | wall s |",
+        "| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for m, route, size, r in rows:
         lines.append(
             f"| {m:g} min 480x270 {args.fps} fps | {size / 2**20:.1f} | /{route} | {r['windows']} "
-            f"| {gib(r['idle'])} | {gib(r['peak'])} | {gib(r['parent'])} | {r['wall']:.0f} |"
+            f"| {gib(r['cold'])} | {gib(r['idle'])} | {gib(r['peak'])} | {gib(r['parent'])} "
+            f"| {r['wall']:.0f} |"
         )
     if len(jobs) >= 2:
         lo, hi = min(jobs), max(jobs)
