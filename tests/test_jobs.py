@@ -226,6 +226,7 @@ def test_restart_mid_job_resumes_or_fails_saying_why(
         with PemtClient(srv.url) as c:
             job = c.submit(library / "long.mp4", id="resumed", stride=STRIDE)
             lost = c.submit(library / "two_min.mp4", id="lost")
+            crashy = c.submit(path=str(library / "two_min.mp4"), id="crashy")
             part = _wait_for(c, job.id, 24)
             assert part.state == "running"
         srv.kill9()
@@ -233,6 +234,13 @@ def test_restart_mid_job_resumes_or_fails_saying_why(
         assert committed >= 24 and committed % 8 == 0  # whole batches of PEMT_MAX_BATCH
         (lost_file,) = [p for p in (tmp_path / "jobs").iterdir() if p.name.startswith(lost.id)]
         lost_file.unlink()  # the second job's kept upload disappears while the service is down
+        # a job the service died on three times (made so in the database): not resumed again
+        con = sqlite3.connect(tmp_path / "jobs.sqlite")
+        with con:
+            con.execute(
+                "UPDATE jobs SET state = 'running', attempts = 3 WHERE id = ?", (crashy.id,)
+            )
+        con.close()
         srv.start()
         with PemtClient(srv.url) as c:
             again = c.job(job.id)
@@ -245,6 +253,9 @@ def test_restart_mid_job_resumes_or_fails_saying_why(
             assert failed.state == "failed" and failed.error is not None
             assert failed.error["code"] == "source_missing"
             assert "submit the job again" in failed.error["message"]
+            gave_up = c.job(crashy.id)
+            assert gave_up.state == "failed" and gave_up.error is not None
+            assert gave_up.error["code"] == "interrupted" and c.list(clip_id="crashy").total == 0
             resumed = np.array(c.get("resumed", vectors=True).vectors["fused"])  # type: ignore[index]
         # the same file embedded without a restart (the first test's clip) gives the same clip
         with PemtClient(server.url) as c:

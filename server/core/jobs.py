@@ -28,8 +28,9 @@ resumed: its decode starts again from the beginning of the file, the child skips
 already committed (decoding but not sending them), and embedding continues from the first
 missing window. A job whose every window was committed is published again (idempotent: the
 same ids are replaced). A job whose file is gone, or (a server-side path) changed since it was
-submitted, fails with the reason. A cancelled or failed job's staged windows and kept upload
-are deleted.
+submitted, fails with the reason, and so does a job that was running when the service
+stopped ``MAX_ATTEMPTS`` times (a file that kills the service must not do so forever). A
+cancelled or failed job's staged windows and kept upload are deleted.
 """
 
 from __future__ import annotations
@@ -78,6 +79,7 @@ log = logging.getLogger("pemt.server.jobs")
 STATES = ("queued", "running", "done", "failed", "cancelled")
 FINAL_STATES = ("done", "failed", "cancelled")
 DB_NAME = "jobs.sqlite"
+MAX_ATTEMPTS = 3  # a job the service stopped during this many times is failed, not resumed
 MODALITY_COLUMNS = ("fused", "audio", "visual")
 
 _SCHEMA = """
@@ -424,6 +426,15 @@ class JobRunner:
     async def start(self) -> None:
         """Requeue jobs a stopped process left running, drop files no job owns, start the
         workers."""
+        for job in await self._db(self.store.unfinished):
+            if job.state == "running" and job.attempts >= MAX_ATTEMPTS:
+                await self._end(
+                    job,
+                    "failed",
+                    "interrupted",
+                    f"the service stopped {job.attempts} times while running this job; it is "
+                    "not resumed again (check the server log, then submit it again)",
+                )
         resumed = await self._db(self.store.requeue_running)
         if resumed:
             log.warning("resuming %d job(s) left running by the previous process", resumed)
@@ -527,7 +538,7 @@ class JobRunner:
                     await self._decode(job)
                     await self._db(self.store.mark_decoded, job.id)
                 self._publishing.add(job.id)
-                await asyncio.shield(self._publish(job))
+                await self._publish_whole(job)
             except asyncio.CancelledError:
                 if job.id in self._cancel:
                     raise _Cancelled from None
@@ -595,6 +606,15 @@ class JobRunner:
                         )
                     await self._db(self.store.commit_batch, job.id, batch, vectors, total)
                     st.metrics.windows.inc(len(batch.windows))
+
+    async def _publish_whole(self, job: JobRecord) -> None:
+        """Publish, and let a write that started finish even if the service is stopping (it
+        is one index transaction either way; waiting keeps the index from closing under it)."""
+        pub = asyncio.ensure_future(self._publish(job))
+        while not pub.done():
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.shield(pub)
+        pub.result()
 
     async def _publish(self, job: JobRecord) -> None:
         """Every staged window into the index at once (``store_clip``), with the kept upload."""
