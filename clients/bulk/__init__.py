@@ -126,10 +126,14 @@ def run_bulk(
     results: str | Path = "pemt-bulk-results.jsonl",
     retry_failed: bool = False,
     object_store_mb: int = 256,
+    decoder: str = "cpu",
+    decode_gpus: float = 0.0,
     progress: Callable[[BulkReport, int], None] | None = None,
 ) -> BulkReport:
     """Index every file of ``source`` not already in ``results`` (see the module docstring).
-    ``progress(report, todo)`` is called as files finish."""
+    ``decoder``: the decode tasks' video decoder (``cpu``, ``nvdec``, ``auto``: see
+    ``pemt.media``); ``decode_gpus``: the GPU share each decode task asks Ray for (e.g. 0.125
+    for 8 NVDEC decoders per GPU). ``progress(report, todo)`` is called as files finish."""
     from clients.sdk import PemtClient, PemtError
 
     if not triton_url and not model_repository:
@@ -155,7 +159,8 @@ def run_bulk(
         try:
             _pipeline(
                 client, PemtError, by_key, ledger, report, extra, progress,
-                model_config=model_config, limits=_limits(settings), stride=stride,
+                model_config=model_config, limits={**_limits(settings), "decoder": decoder},
+                stride=stride, decode_gpus=decode_gpus,
                 model_repository=model_repository, model_name=model_name, triton_url=triton_url,
                 model_actors=model_actors, batch=batch, model_threads=model_threads,
             )  # fmt: skip
@@ -178,6 +183,7 @@ def _pipeline(
     model_config: dict[str, Any],
     limits: dict[str, Any],
     stride: float | None,
+    decode_gpus: float,
     model_repository: str | None,
     model_name: str,
     triton_url: str | None,
@@ -199,6 +205,7 @@ def _pipeline(
         decode_rows,
         fn_kwargs={"model_config": model_config, "stride_s": stride, "limits": limits},
         num_cpus=1,
+        **({"num_gpus": decode_gpus} if decode_gpus else {}),
     )
     ds = ds.map_batches(
         ModelStage,

@@ -37,13 +37,14 @@ def decode_rows(
 ) -> Iterator[dict[str, Any]]:
     """Decode one file with the service's own decode function (``server.core.decode``: the
     same windows, limits and thumbnails as an upload), one row per window, the last marked."""
-    from pemt.media import MediaError
+    from pemt.media import MediaError, resolve_decoder
     from pemt.spec import window_inputs
     from server.core.decode import DecodeRequest, WindowLimitError, iter_decoded
 
     media = _media(model_config)
     specs = window_inputs(media)
-    req = DecodeRequest(path=item["path"], media=media, stride_s=stride_s, **limits)
+    given = {**limits, "decoder": resolve_decoder(limits.get("decoder", "cpu"))}
+    req = DecodeRequest(path=item["path"], media=media, stride_s=stride_s, **given)
     base = {"key": item["key"], "last": False, "count": 0, "error_code": "", "error": "",
             "decode_s": 0.0}  # fmt: skip
     spent = 0.0

@@ -59,6 +59,18 @@ def register(sub: Any) -> None:
     p.add_argument("--report", help="write the report here too (JSON)")
     p.add_argument("--retry-failed", action="store_true", help="retry files that failed before")
     p.add_argument("--object-store-mb", type=int, default=256, help="local Ray's object store")
+    p.add_argument(
+        "--decoder",
+        choices=["cpu", "nvdec", "auto"],
+        default="cpu",
+        help="video decoder of the decode tasks (nvdec: a GPU's NVDEC)",
+    )
+    p.add_argument(
+        "--decode-gpus",
+        type=float,
+        default=0.0,
+        help="GPU share per decode task (e.g. 0.125: 8 NVDEC decoders a GPU)",
+    )
     p.set_defaults(func=_run)
 
 
@@ -85,6 +97,8 @@ def _run(args: argparse.Namespace) -> int:
             results=args.results,
             retry_failed=args.retry_failed,
             object_store_mb=args.object_store_mb,
+            decoder=args.decoder,
+            decode_gpus=args.decode_gpus,
             progress=print_progress,
         )
     except PemtError as e:
