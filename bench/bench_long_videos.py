@@ -105,7 +105,9 @@ def main() -> int:
     rows = []
     for m in minutes:
         path = video(m, args.fps)
-        routes = ["jobs", "embed"] if m * 60 <= 600 else ["jobs"]
+        routes = (
+            ["jobs", "embed"] if m * 60 < 600 else ["jobs"]
+        )  # /embed: under PEMT_EMBED_MAX_DURATION_S
         for route in routes:
             r = run(repo, path, route, tmp, warm)
             rows.append((m, route, path.stat().st_size, r))
