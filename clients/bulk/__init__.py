@@ -218,7 +218,7 @@ def _pipeline(
         },  # fmt: skip
         batch_size=batch,
         batch_format="numpy",
-        concurrency=model_actors,
+        compute=ray.data.ActorPoolStrategy(size=model_actors),
         num_cpus=0,  # the decode tasks hold the CPUs; the model runs between their windows
     )
     pending: dict[str, _Pending] = {}
