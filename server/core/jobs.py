@@ -61,6 +61,7 @@ from server.core.errors import (
     MediaRejected,
     NotFound,
     ServiceError,
+    is_storage_full,
 )
 
 __all__ = [
@@ -548,6 +549,15 @@ class JobRunner:
         except ServiceError as e:
             await self._end(job, "failed", e.code, e.message)
         except Exception as e:  # noqa: BLE001 - a backend or disk failure fails this job only
+            if is_storage_full(e):
+                await self._end(
+                    job,
+                    "failed",
+                    "storage_full",
+                    f"the server's data directory filled up while embedding ({e}); nothing of "
+                    "this job was stored: submit it again once the operator has freed space",
+                )
+                return
             log.exception("job %s failed", job.id)
             await self._end(job, "failed", "internal", f"{type(e).__name__}: {e}")
         else:
