@@ -48,7 +48,7 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -74,6 +74,9 @@ __all__ = [
     "new_job_id",
     "resolve_job_path",
 ]
+
+if TYPE_CHECKING:
+    from server.core.state import AppState
 
 log = logging.getLogger("pemt.server.jobs")
 
@@ -406,7 +409,7 @@ class JobRunner:
     """The workers, the queue and the jobs' files (``data_dir/jobs/``). Built and closed by the
     lifespan; every public method runs on the event loop."""
 
-    def __init__(self, state: Any, store: JobStore, files: Path) -> None:
+    def __init__(self, state: AppState, store: JobStore, files: Path) -> None:
         self.state = state
         self.store = store
         self.files = Path(files)
@@ -417,7 +420,6 @@ class JobRunner:
         self._running: dict[str, asyncio.Task[None]] = {}
         self._cancel: set[str] = set()
         self._publishing: set[str] = set()
-        self._closing = False
 
     async def _db(self, fn: Any, *args: Any) -> Any:
         return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
@@ -453,7 +455,6 @@ class JobRunner:
     async def close(self) -> None:
         """Stop the workers. A running job stays ``running`` in the database and resumes at
         the next start from its last committed batch."""
-        self._closing = True
         for task in self._workers:
             task.cancel()
         for task in self._workers:
