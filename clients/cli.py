@@ -1,6 +1,9 @@
 """`pemt-client`: talk to a PEMT server from the shell.
 
     pemt-client embed clip.mp4 --id clip1 --metadata '{"label": "dog"}'
+    pemt-client embed film.mp4            (longer than the server's synchronous limit: a job,
+                                           with a progress bar on stderr)
+    pemt-client jobs; pemt-client job ID --wait; pemt-client cancel ID
     pemt-client search --file query.mp4 -k 5          (or --id ITEM, --vector '[...]')
     pemt-client classify --file query.mp4 --filter '{"split": "train"}'
     pemt-client list --limit 20
@@ -21,7 +24,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from clients.sdk import DEFAULT_URL, PemtClient, PemtError
+from clients.sdk import DEFAULT_URL, Job, PemtClient, PemtError
 
 __all__ = ["build_parser", "main"]
 
@@ -81,6 +84,15 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--window", type=float, help="seconds of content per window")
     e.add_argument("--stride", type=float, help="seconds between windows")
     e.add_argument("--vectors", action="store_true", help="print the embeddings too")
+    how = e.add_mutually_exclusive_group()
+    how.add_argument(
+        "--job",
+        action="store_true",
+        help="embed as a background job (default: when the file is longer than the server's "
+        "PEMT_EMBED_MAX_DURATION_S)",
+    )
+    how.add_argument("--no-job", action="store_true", help="never fall back to a job")
+    e.add_argument("--no-wait", action="store_true", help="with a job: print it and return")
 
     for name, help_ in (("search", "nearest stored items"), ("classify", "k-NN label vote")):
         s = sub.add_parser(name, help=help_)
@@ -101,6 +113,16 @@ def build_parser() -> argparse.ArgumentParser:
     d = sub.add_parser("delete", help="delete an item (or all windows of a clip id)")
     d.add_argument("id")
 
+    j = sub.add_parser("jobs", help="list background jobs, newest first")
+    j.add_argument("--state", choices=["queued", "running", "done", "failed", "cancelled"])
+    j.add_argument("--offset", type=int, default=0)
+    j.add_argument("--limit", type=int, default=100)
+    one = sub.add_parser("job", help="show a background job")
+    one.add_argument("id")
+    one.add_argument("--wait", action="store_true", help="follow it to the end (progress bar)")
+    c = sub.add_parser("cancel", help="cancel a queued or running job")
+    c.add_argument("id")
+
     ls = sub.add_parser("list", help="list stored items")
     ls.add_argument("--offset", type=int, default=0)
     ls.add_argument("--limit", type=int, default=100)
@@ -108,21 +130,84 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def progress_bar(job: Job, stream: Any = None) -> None:
+    """One line per state read: a bar, the fraction, seconds and windows done (rewritten in
+    place on a terminal)."""
+    stream = stream or sys.stderr
+    p = job.progress
+    width = 30
+    filled = int(round(p.fraction * width))
+    total_s = f"/{p.seconds_total:.0f}" if p.seconds_total else ""
+    total_w = f"/{p.windows_total}" if p.windows_total else ""
+    line = (
+        f"[{'#' * filled}{'.' * (width - filled)}] {p.fraction:4.0%} {p.seconds_done:.0f}"
+        f"{total_s} s, {p.windows_done}{total_w} windows, {job.state}"
+    )
+    if stream.isatty():
+        stream.write("\r" + line + ("\n" if job.finished else ""))
+    else:
+        stream.write(line + "\n")
+    stream.flush()
+
+
+def _long_for_the_server(client: PemtClient, path: Path) -> bool:
+    """Is the file longer than the server takes synchronously? (Unknown: no.)"""
+    try:
+        from pemt.media import probe
+
+        duration = probe(path).duration
+        limit = client.info()["config"].get("embed_max_duration_s")
+    except Exception:  # noqa: BLE001 - no PyAV, an odd file, an old server: let /embed decide
+        return False
+    return duration is not None and limit is not None and duration > float(limit)
+
+
+def _embed_job(args: argparse.Namespace, client: PemtClient) -> Any:
+    job = client.submit(
+        args.file, id=args.id, metadata=args.metadata, window=args.window, stride=args.stride
+    )
+    if args.no_wait:
+        return {"job": dataclasses.asdict(job)}
+    job = client.wait(job.id, progress=progress_bar)
+    if job.state != "done":
+        err = job.error or {}
+        raise PemtError(0, err.get("code", job.state), err.get("message", f"job {job.state}"))
+    return {"job": dataclasses.asdict(job)}
+
+
 def _run(args: argparse.Namespace, client: PemtClient) -> Any:
     if args.command == "embed":
-        res = client.embed(
-            args.file,
-            id=args.id,
-            metadata=args.metadata,
-            store=not args.no_store,
-            window=args.window,
-            stride=args.stride,
+        use_job = args.job or (
+            not args.no_job and not args.no_store and _long_for_the_server(client, args.file)
         )
+        if use_job:
+            return _embed_job(args, client)
+        try:
+            res = client.embed(
+                args.file,
+                id=args.id,
+                metadata=args.metadata,
+                store=not args.no_store,
+                window=args.window,
+                stride=args.stride,
+            )
+        except PemtError as e:
+            if e.status == 413 and e.code == "too_long" and not (args.no_job or args.no_store):
+                return _embed_job(args, client)  # the server says: a job
+            raise
         out = dataclasses.asdict(res)
         if not args.vectors:
             for item in out["items"]:
                 item.pop("embedding")
         return out
+    if args.command == "jobs":
+        return dataclasses.asdict(client.jobs(args.offset, args.limit, state=args.state))
+    if args.command == "job":
+        if args.wait:
+            return dataclasses.asdict(client.wait(args.id, progress=progress_bar))
+        return dataclasses.asdict(client.job(args.id))
+    if args.command == "cancel":
+        return dataclasses.asdict(client.cancel(args.id))
     if args.command in ("search", "classify"):
         query = dict(
             file=args.file,

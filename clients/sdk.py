@@ -21,6 +21,12 @@ an id generated here before the first attempt, so a retried ``embed`` replaces w
 whose answer was lost stored, never duplicates it. A read timeout is not retried (the service
 may still be working on the request).
 
+Long videos go through background jobs: ``submit`` (an upload, or ``path=`` for a file under the
+server's ``PEMT_JOB_ROOTS``) answers at once with a :class:`Job`; ``job`` reads its state,
+``wait`` polls until it ends (``progress`` is called with each new state), ``jobs`` lists them
+and ``cancel`` stops one. ``put_clip`` stores windows whose vectors were computed elsewhere
+(the bulk indexer, ``clients/bulk``), after the service checked they come from its model.
+
 Errors: every failure raises :class:`PemtError`. ``status`` is the HTTP status with the
 service's ``code`` and ``message``, or 0 when no answer came, with ``code``:
 ``unreachable`` (no connection), ``disconnected`` (the connection broke before the answer),
@@ -30,12 +36,13 @@ service's ``code`` and ``message``, or 0 when no answer came, with ``code``:
 from __future__ import annotations
 
 import asyncio
+import builtins
 import contextlib
 import json
 import os
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Literal
@@ -52,6 +59,9 @@ __all__ = [
     "EmbedItem",
     "EmbedResult",
     "Hit",
+    "Job",
+    "JobPage",
+    "JobProgress",
     "PemtClient",
     "PemtError",
     "SearchResult",
@@ -165,6 +175,45 @@ class ClipPage:
     limit: int
 
 
+@dataclass(frozen=True)
+class JobProgress:
+    seconds_done: float = 0.0
+    seconds_total: float | None = None
+    windows_done: int = 0
+    windows_total: int | None = None
+    fraction: float = 0.0
+
+
+@dataclass(frozen=True)
+class Job:
+    """A background job (``POST /jobs``). ``error`` holds ``code`` and ``message`` once it
+    failed or was cancelled; the clip is searchable once ``state`` is ``done``."""
+
+    id: str
+    state: str  # queued | running | done | failed | cancelled
+    clip_id: str
+    source: str = "upload"
+    name: str | None = None
+    progress: JobProgress = field(default_factory=JobProgress)
+    error: dict[str, str] | None = None
+    attempts: int = 0
+    created_at: float | None = None
+    started_at: float | None = None
+    finished_at: float | None = None
+
+    @property
+    def finished(self) -> bool:
+        return self.state in ("done", "failed", "cancelled")
+
+
+@dataclass(frozen=True)
+class JobPage:
+    items: list[Job]
+    total: int
+    offset: int
+    limit: int
+
+
 # --- answers -------------------------------------------------------------------------------------
 
 
@@ -206,6 +255,22 @@ def _parse_classify(d: Mapping[str, Any]) -> Classification:
     )
 
 
+def _parse_job(d: Mapping[str, Any]) -> Job:
+    known = Job.__dataclass_fields__
+    fields_ = {k: v for k, v in d.items() if k in known}
+    progress = d.get("progress") or {}
+    fields_["progress"] = JobProgress(
+        **{k: v for k, v in progress.items() if k in JobProgress.__dataclass_fields__}
+    )
+    return Job(**fields_)
+
+
+def _parse_jobs(d: Mapping[str, Any]) -> JobPage:
+    return JobPage(
+        [_parse_job(j) for j in d["items"]], int(d["total"]), int(d["offset"]), int(d["limit"])
+    )
+
+
 def _parse_page(d: Mapping[str, Any]) -> ClipPage:
     return ClipPage(
         [_clip(c) for c in d["items"]], int(d["total"]), int(d["offset"]), int(d["limit"])
@@ -233,6 +298,18 @@ def _retry_after(resp: httpx.Response) -> float | None:
 
 
 # --- requests ------------------------------------------------------------------------------------
+
+
+def _window_body(w: Mapping[str, Any]) -> dict[str, Any]:
+    """One window of ``put_clip``: vectors as lists of floats, the thumbnail as base64."""
+    import base64
+
+    out = {k: w[k] for k in ("window", "start", "end", "has_audio", "has_video")}
+    out["vectors"] = {m: [float(x) for x in v] for m, v in w["vectors"].items()}
+    thumb = w.get("thumbnail")
+    if thumb:
+        out["thumbnail"] = base64.b64encode(bytes(thumb)).decode("ascii")
+    return out
 
 
 def _path_id(item_id: str) -> str:
@@ -454,6 +531,66 @@ class _BaseClient:
     def _info_call(self) -> _Call:
         return _Call("GET", "/info")
 
+    def _submit_call(
+        self,
+        file: FileLike | None,
+        path: str | None,
+        id: str | None,
+        metadata: Mapping[str, Any] | None,
+        window: float | None,
+        stride: float | None,
+        filename: str | None,
+        content_type: str | None,
+    ) -> _Call:
+        """POST /jobs: a multipart upload, or JSON naming a file on the server."""
+        if (file is None) == (path is None):
+            raise ValueError("pass exactly one of file= (an upload) or path= (a server-side file)")
+        clip_id = id if id is not None else uuid.uuid4().hex  # fixed before the first attempt
+        if path is not None:
+            body = {"path": str(path), "id": clip_id, "metadata": metadata, "window": window,
+                    "stride": stride}  # fmt: skip
+            return _Call("POST", "/jobs", json={k: v for k, v in body.items() if v is not None})
+        assert file is not None
+        data = _fields(id=clip_id, metadata=metadata, window=window, stride=stride)
+        return _Call("POST", "/jobs", data=data, upload=_Upload(file, filename, content_type))
+
+    def _job_call(self, id: str) -> _Call:
+        return _Call("GET", f"/jobs/{_path_id(id)}")
+
+    def _jobs_call(self, offset: int, limit: int, state: str | None) -> _Call:
+        params: dict[str, Any] = {"offset": offset, "limit": limit}
+        if state:
+            params["state"] = state
+        return _Call("GET", "/jobs", params=params)
+
+    def _cancel_call(self, id: str) -> _Call:
+        return _Call("DELETE", f"/jobs/{_path_id(id)}")
+
+    def _put_clip_call(
+        self,
+        id: str,
+        windows: Sequence[Mapping[str, Any]],
+        metadata: Mapping[str, Any] | None,
+        model: Mapping[str, Any],
+    ) -> _Call:
+        """PUT /clips/{id}: windows embedded elsewhere (see ``put_clip``)."""
+        body: dict[str, Any] = {"windows": [_window_body(w) for w in windows], "model": dict(model)}
+        if metadata:
+            body["metadata"] = dict(metadata)
+        return _Call("PUT", f"/clips/{_path_id(id)}", json=body)
+
+    def _wait_step(self, job: Job, poll: float, deadline: float | None) -> float:
+        """Seconds to sleep before the next poll of an unfinished job; PemtError past the
+        deadline."""
+        if deadline is not None and time.monotonic() >= deadline:
+            raise PemtError(
+                0,
+                "timeout",
+                f"job {job.id} is still {job.state} ({job.progress.fraction:.0%}); it goes on "
+                "on the server: wait for it again, or cancel it",
+            )
+        return poll if deadline is None else max(0.0, min(poll, deadline - time.monotonic()))
+
     # --- retries and failures ----------------------------------------------------------------
 
     def _delay(self, attempt: int, resp: httpx.Response | None) -> float:
@@ -634,6 +771,69 @@ class PemtClient(_BaseClient):
     def info(self) -> dict[str, Any]:
         return dict(self._send(self._info_call()).json())
 
+    def submit(
+        self,
+        file: FileLike | None = None,
+        *,
+        path: str | None = None,
+        id: str | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        window: float | None = None,
+        stride: float | None = None,
+        filename: str | None = None,
+        content_type: str | None = None,
+    ) -> Job:
+        """Queue a background job for a long video (an upload, or ``path`` of a file under the
+        server's ``PEMT_JOB_ROOTS``); returns at once. Follow it with ``wait`` or ``job``."""
+        call = self._submit_call(file, path, id, metadata, window, stride, filename, content_type)
+        return _parse_job(self._send(call).json())
+
+    def job(self, id: str) -> Job:
+        return _parse_job(self._send(self._job_call(id)).json())
+
+    def jobs(self, offset: int = 0, limit: int = 100, *, state: str | None = None) -> JobPage:
+        return _parse_jobs(self._send(self._jobs_call(offset, limit, state)).json())
+
+    def cancel(self, id: str) -> Job:
+        """Cancel a queued or running job (nothing of it is stored); 409 once it ended."""
+        return _parse_job(self._send(self._cancel_call(id)).json())
+
+    def wait(
+        self,
+        id: str,
+        *,
+        poll: float = 1.0,
+        timeout: float | None = None,
+        progress: Callable[[Job], None] | None = None,
+    ) -> Job:
+        """Poll a job every ``poll`` s until it ends and return it (``state`` done, failed or
+        cancelled: check it). ``progress`` gets every state read. Past ``timeout`` s:
+        ``PemtError`` code ``timeout`` (the job goes on)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            job = self.job(id)
+            if progress is not None:
+                progress(job)
+            if job.finished:
+                return job
+            time.sleep(self._wait_step(job, poll, deadline))
+
+    def put_clip(
+        self,
+        id: str,
+        windows: Sequence[Mapping[str, Any]],
+        *,
+        metadata: Mapping[str, Any] | None = None,
+        model: Mapping[str, Any],
+    ) -> builtins.list[str]:
+        """Store a clip whose windows were embedded elsewhere, replacing any clip of that id.
+        Each window: ``window`` (0..n-1), ``start``, ``end``, ``has_audio``, ``has_video``,
+        ``vectors`` ({modality: D floats}; ``fused`` always) and ``thumbnail`` (JPEG bytes or
+        None). ``model`` is the identity of the model that made them (``/info``'s
+        ``model.identity``); another model is 409 ``model_mismatch``. Returns the item ids."""
+        call = self._put_clip_call(id, windows, metadata, model)
+        return list(self._send(call).json()["ids"])
+
     def ready(self) -> bool:
         try:
             return self._http.get("/readyz").status_code == 200
@@ -772,6 +972,58 @@ class AsyncPemtClient(_BaseClient):
 
     async def info(self) -> dict[str, Any]:
         return dict((await self._send(self._info_call())).json())
+
+    async def submit(
+        self,
+        file: FileLike | None = None,
+        *,
+        path: str | None = None,
+        id: str | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        window: float | None = None,
+        stride: float | None = None,
+        filename: str | None = None,
+        content_type: str | None = None,
+    ) -> Job:
+        call = self._submit_call(file, path, id, metadata, window, stride, filename, content_type)
+        return _parse_job((await self._send(call)).json())
+
+    async def job(self, id: str) -> Job:
+        return _parse_job((await self._send(self._job_call(id))).json())
+
+    async def jobs(self, offset: int = 0, limit: int = 100, *, state: str | None = None) -> JobPage:
+        return _parse_jobs((await self._send(self._jobs_call(offset, limit, state))).json())
+
+    async def cancel(self, id: str) -> Job:
+        return _parse_job((await self._send(self._cancel_call(id))).json())
+
+    async def wait(
+        self,
+        id: str,
+        *,
+        poll: float = 1.0,
+        timeout: float | None = None,
+        progress: Callable[[Job], None] | None = None,
+    ) -> Job:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            job = await self.job(id)
+            if progress is not None:
+                progress(job)
+            if job.finished:
+                return job
+            await asyncio.sleep(self._wait_step(job, poll, deadline))
+
+    async def put_clip(
+        self,
+        id: str,
+        windows: Sequence[Mapping[str, Any]],
+        *,
+        metadata: Mapping[str, Any] | None = None,
+        model: Mapping[str, Any],
+    ) -> builtins.list[str]:
+        call = self._put_clip_call(id, windows, metadata, model)
+        return list((await self._send(call)).json()["ids"])
 
     async def ready(self) -> bool:
         try:

@@ -16,6 +16,7 @@ _COMMAND_MODULES = (
     "pemt.train.cli",  # shards, train
     "pemt.data.cli",  # data synth
     "pemt.triton_serve",  # triton serve
+    "clients.bulk.cli",  # index bulk (Ray; imported only when run)
 )
 
 

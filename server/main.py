@@ -21,7 +21,7 @@ from fastapi import FastAPI
 
 from pemt.media import resolve_decoder
 from server.api.errors import install_error_handlers, install_openapi
-from server.api.routes import classify, clips, embed, health, metrics, search
+from server.api.routes import classify, clips, embed, health, jobs, metrics, put_clip, search
 from server.backends import Backend, create_backend
 from server.core.config import Settings, load_settings
 from server.core.decode import DecodePool
@@ -144,6 +144,19 @@ class ModelVersionHeader:
         await self.app(scope, receive, _send)
 
 
+async def start_jobs(state: AppState) -> Any:
+    """The background job runner (server.core.jobs) on ``data_dir/jobs.sqlite``: jobs a
+    stopped process left running resume now."""
+    from server.core.jobs import DB_NAME, JobRunner, JobStore
+
+    data = state.settings.data_dir
+    store = await asyncio.to_thread(JobStore, data / DB_NAME)
+    runner = JobRunner(state, store, data / "jobs")
+    state.job_runner = runner
+    await runner.start()
+    return runner
+
+
 def create_app(
     settings: Settings | None = None, backend: Backend | None = None, index: Any | None = None
 ) -> FastAPI:
@@ -197,9 +210,11 @@ def create_app(
                 metrics_,
             ),
         )
+        runner = None
         try:
             await state.run_index(clean_media, media, idx)
             await asyncio.to_thread(decoder.warm)
+            runner = await start_jobs(state)
             state.started = True
             log.info(
                 "pemt server ready: backend=%s config=%s data_dir=%s",
@@ -210,6 +225,8 @@ def create_app(
             yield {"pemt": state}
         finally:
             state.started = False
+            if runner is not None:
+                await runner.close()  # a running job stays running and resumes at next start
             decoder.close()
             if own_index and hasattr(idx, "close"):
                 await state.run_index(idx.close)
@@ -228,7 +245,7 @@ def create_app(
     app.state.metrics = metrics_
     install_error_handlers(app)
     install_openapi(app)
-    for module in (embed, search, classify, clips, health, metrics):
+    for module in (embed, jobs, search, classify, clips, put_clip, health, metrics):
         app.include_router(module.router)
     app.add_middleware(MetricsMiddleware, metrics=metrics_)
     app.add_middleware(ModelVersionHeader)

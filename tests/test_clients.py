@@ -450,6 +450,11 @@ OPERATIONS = {
     ("get", "/clips/{id}/media"): "media",
     ("get", "/info"): "info",
     ("get", "/readyz"): "ready",
+    ("post", "/jobs"): "submit",
+    ("get", "/jobs"): "jobs",
+    ("get", "/jobs/{job_id}"): "job",
+    ("delete", "/jobs/{job_id}"): "cancel",
+    ("put", "/clips/{id}"): "put_clip",
 }
 NOT_FOR_CLIENTS = {("get", "/healthz"), ("get", "/metrics")}
 # a value for every argument name an SDK method takes (the request's own fields)
@@ -469,6 +474,20 @@ SAMPLE = {
     "limit": 2,
     "clip_id": "clip1",
     "vectors": True,
+    "path": "/library/film.mp4",
+    "state": "done",
+    "windows": [
+        {
+            "window": 0,
+            "start": 0.0,
+            "end": 4.0,
+            "has_audio": False,
+            "has_video": True,
+            "vectors": {"fused": [1.0, 0.0], "visual": [0.0, 1.0]},
+            "thumbnail": b"\xff\xd8",
+        }
+    ],
+    "model": {"embed_dim": 2, "config_sha256": "0" * 64},
 }
 CLIENT_ONLY = {"filename", "content_type"}  # how the file is labelled, not a field
 
@@ -523,6 +542,11 @@ def test_sdk_fields_match_the_service_schema(repo: Path, tmp_path: Path) -> None
         args = {p: SAMPLE[p] for p in params if p not in CLIENT_ONLY}
         # the forms one method can send: a query is an upload, or an id, or a vector
         forms = [args]
+        if "path" in args:  # a job is an upload or a server-side path
+            forms = [
+                {k: v for k, v in args.items() if k != "path"},
+                {k: v for k, v in args.items() if k != "file"},
+            ]
         if "vector" in args:
             forms = [
                 {k: v for k, v in args.items() if k not in ("id", "vector")},

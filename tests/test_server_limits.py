@@ -174,6 +174,8 @@ def server(repo: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Ser
         "PEMT_MAX_WINDOWS_PER_REQUEST": str(MAX_WINDOWS),
         "PEMT_MIN_STRIDE_S": "2",
         "PEMT_DECODE_TIMEOUT_S": "60",
+        # the window limit is under test here, not the synchronous length limit (test_jobs)
+        "PEMT_EMBED_MAX_DURATION_S": "3600",
     }  # default PEMT_MAX_DURATION_S (one hour) and PEMT_MAX_GAP_S (5 s)
     srv = ServerProcess(env, log_path=data / "server.log").start()
     yield srv

@@ -140,3 +140,46 @@ def test_triton_clients_sync_and_async_stream(
 
     streamed = asyncio.run(stream())
     np.testing.assert_allclose(np.stack(streamed), reference["long"], atol=ATOL)
+
+
+@pytest.mark.slow
+def test_bulk_indexer_on_triton(
+    triton: TritonServer,
+    repo: Path,
+    clips: dict[str, Path],
+    reference: dict[str, np.ndarray],
+    tmp_path: Path,
+) -> None:
+    """`pemt index bulk --triton-url`: the model actors call Triton over gRPC (the service
+    runs the same model in ONNX Runtime); the stored vectors equal the reference."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    lib = tmp_path / "lib"
+    lib.mkdir()
+    for name, path in clips.items():
+        (lib / f"{name}.mp4").write_bytes(path.read_bytes())
+    env = {"PEMT_MODEL_PATH": str(repo), "PEMT_DATA_DIR": str(tmp_path / "data")}
+    with ServerProcess(env, log_path=tmp_path / "server.log") as srv:
+        cmd = [
+            sys.executable, "-m", "pemt.cli", "index", "bulk", str(lib), "--url", srv.url,
+            "--triton-url", triton.grpc_url, "--workers", "1",
+            "--results", str(tmp_path / "results.jsonl"),
+        ]  # fmt: skip
+        run_env = {**os.environ, "PYTHONPATH": str(Path(__file__).parent.parent),
+                   "RAY_AUTH_MODE": "disabled"}  # fmt: skip
+        res = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=run_env)
+        assert res.returncode == 0, res.stderr[-3000:]
+        assert json.loads(res.stdout)["indexed"] == 2
+        with httpx.Client(base_url=srv.url, timeout=60) as c:
+            for name in clips:
+                items = c.get("/clips", params={"clip_id": f"{name}.mp4"}).json()["items"]
+                got = [
+                    c.get(
+                        f"/clips/{it['id'].replace('#', '%23')}", params={"vectors": True}
+                    ).json()["vectors"]["fused"]
+                    for it in sorted(items, key=lambda it: it["start"])
+                ]
+                np.testing.assert_allclose(np.array(got), reference[name], atol=ATOL)

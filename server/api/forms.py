@@ -47,13 +47,16 @@ def parse_form(fields: dict[str, str], model: type[M], json_fields: tuple[str, .
     return _validate(model, data)
 
 
-async def read_json(request: Request, model: type[M], limits: ReadLimits) -> M:
-    """An ``application/json`` body as ``model``; read with ``limits`` (408 when slow)."""
+async def read_json(
+    request: Request, model: type[M], limits: ReadLimits, max_bytes: int = MAX_JSON_BYTES
+) -> M:
+    """An ``application/json`` body as ``model`` (at most ``max_bytes``); read with ``limits``
+    (408 when slow)."""
     ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if ctype != "application/json":
         raise UnsupportedType(
             "send application/json with 'id' or 'vector', or multipart/form-data with 'file'; "
             f"got {ctype or 'no content type'!r}"
         )
-    body = await read_body(request, MAX_JSON_BYTES, limits)
+    body = await read_body(request, max_bytes, limits)
     return _validate(model, body, json_text=True)

@@ -147,7 +147,123 @@ class EmbedForm(BaseModel):
     )
 
 
+class JobForm(BaseModel):
+    """``POST /jobs`` multipart fields besides ``file`` (``metadata`` as JSON text)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    id: ClipIdField | None = Field(None, description="clip id; generated (32 hex) when omitted")
+    metadata: dict[MetadataKey, Any] | None = Field(
+        None, description="JSON object stored with every window (as /embed)"
+    )
+    window: Seconds | None = Field(None, description="seconds of content per window (as /embed)")
+    stride: Seconds | None = Field(None, description="seconds between window starts (as /embed)")
+
+
+class JobRequest(JobForm):
+    """``POST /jobs`` JSON body: a file on the server, under one of ``PEMT_JOB_ROOTS``."""
+
+    path: str = Field(
+        min_length=1,
+        max_length=4096,
+        description="absolute path of a file under one of the server's PEMT_JOB_ROOTS "
+        "(symlinks are resolved first; anything outside is 403)",
+    )
+
+
+Vector = Annotated[
+    list[Annotated[float, Field(allow_inf_nan=False)]],
+    Field(min_length=1, max_length=MAX_VECTOR_DIM),
+]
+MAX_PUT_WINDOWS = 100_000  # also bounded by PEMT_JOB_MAX_WINDOWS and the body size
+
+
+class PutWindow(BaseModel):
+    """One window of ``PUT /clips/{id}``: what ``/embed`` would have computed for it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    window: int = Field(ge=0, lt=MAX_PUT_WINDOWS, description="0..n-1, each once")
+    start: float = Field(ge=0, le=MAX_SECONDS * 10, allow_inf_nan=False)
+    end: float = Field(ge=0, le=MAX_SECONDS * 10, allow_inf_nan=False)
+    has_audio: bool
+    has_video: bool
+    vectors: dict[Modality, Vector] = Field(
+        description="modality -> D floats (normalized here): 'fused' always, 'audio' exactly "
+        "when has_audio, 'visual' exactly when has_video"
+    )
+    thumbnail: str | None = Field(
+        None, max_length=1_400_000, description="the window's JPEG thumbnail, base64"
+    )
+
+
+class ModelRef(BaseModel):
+    """The model that made the vectors (``GET /info``: ``model.identity``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    embed_dim: int = Field(ge=1, le=MAX_VECTOR_DIM)
+    config_sha256: str = Field(pattern="^[0-9a-f]{64}$")
+    weights_sha256: str | None = Field(None, max_length=80)
+    name: str | None = Field(None, max_length=64)
+    version: str | None = Field(None, max_length=128)
+
+
+class PutClipRequest(BaseModel):
+    """``PUT /clips/{id}`` JSON: a whole clip's windows, embedded elsewhere (the bulk indexer),
+    stored at once in place of any clip of that id."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    windows: list[PutWindow] = Field(min_length=1, max_length=MAX_PUT_WINDOWS)
+    metadata: dict[MetadataKey, Any] | None = Field(
+        None, description="JSON object stored with every window (as /embed)"
+    )
+    model: ModelRef
+
+
 # --- responses --------------------------------------------------------------------------------
+
+
+class ClipStored(BaseModel):
+    clip_id: str
+    ids: list[str] = Field(description="the stored items' ids, by window")
+
+
+class JobProgress(BaseModel):
+    seconds_done: float = Field(description="the end of the last window embedded and committed")
+    seconds_total: float | None = Field(description="the file's duration, once known")
+    windows_done: int
+    windows_total: int | None = Field(
+        description="estimated from the duration while running; exact once every window is in"
+    )
+    fraction: float = Field(description="0..1")
+
+
+class JobError(BaseModel):
+    code: str
+    message: str
+
+
+class Job(BaseModel):
+    id: str
+    state: Literal["queued", "running", "done", "failed", "cancelled"]
+    clip_id: str = Field(description="the clip the job stores (searchable once state is done)")
+    source: Literal["upload", "path"]
+    name: str | None = Field(description="the upload's file name, or the path as given")
+    progress: JobProgress
+    error: JobError | None = None
+    attempts: int = Field(description="how many times the job started (a restart resumes it)")
+    created_at: float
+    started_at: float | None = None
+    finished_at: float | None = None
+
+
+class JobPage(BaseModel):
+    items: list[Job]
+    total: int
+    offset: int
+    limit: int
 
 
 class EmbedItem(BaseModel):

@@ -5,6 +5,7 @@ Bad values stop start-up with one message naming the variable and what is allowe
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -76,6 +77,20 @@ class Settings(BaseSettings):
     max_gap_s: float = Field(5.0, gt=0, le=3600)
     require_audio: bool = False
     require_video: bool = False
+    # uploads to the synchronous routes (/embed, /search, /classify) longer than this are 413
+    # (too_long), pointing to POST /jobs; a job takes up to max_duration_s
+    embed_max_duration_s: float = Field(600.0, gt=0)
+    # background jobs (POST /jobs; server.core.jobs): folders whose files a job may read by
+    # path (os.pathsep-separated, like PATH; empty: jobs take uploads only), how many jobs run
+    # at once (each holds one of max_concurrent_jobs slots while it decodes), how many may be
+    # unfinished (queued or running; more is 429), the decode time and windows one job may
+    # use, and how many finished jobs GET /jobs remembers
+    job_roots: Annotated[tuple[Path, ...], NoDecode] = ()
+    job_workers: int = Field(1, ge=1, le=64)
+    job_queue: int = Field(16, ge=1, le=10_000)
+    job_decode_timeout_s: float = Field(7200.0, gt=0)
+    job_max_windows: int = Field(20_000, ge=1, le=1_000_000)
+    jobs_kept: int = Field(1000, ge=1)
     api_keys: Annotated[tuple[str, ...], NoDecode] = ()
     max_concurrent_jobs: int = Field(2, ge=1, le=256)
     # how long a job may wait for a free slot before the answer is 429 with Retry-After
@@ -93,6 +108,21 @@ class Settings(BaseSettings):
     def _split_keys(cls, v: Any) -> Any:
         if isinstance(v, str):
             return tuple(k.strip() for k in v.split(",") if k.strip())
+        return v
+
+    @field_validator("job_roots", mode="before")
+    @classmethod
+    def _split_roots(cls, v: Any) -> Any:
+        if isinstance(v, str):
+            return tuple(Path(p) for p in v.split(os.pathsep) if p.strip())
+        return v
+
+    @field_validator("job_roots")
+    @classmethod
+    def _absolute_roots(cls, v: tuple[Path, ...]) -> tuple[Path, ...]:
+        for root in v:
+            if not root.is_absolute() or not root.is_dir():
+                raise ValueError(f"{str(root)!r} is not an absolute path to an existing folder")
         return v
 
     @field_validator("triton_url")

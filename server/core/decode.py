@@ -14,9 +14,11 @@ bounded by settings (batch size, window shape), not by the upload. ``max_windows
 work: a file known to give more is refused before decoding (its declared duration), one that
 turns out to is stopped at the first window over the limit (code ``too_many_windows``).
 
-Child -> parent messages, in order: ``("window", WindowInfo, jpeg | None)`` followed by one
-``send_bytes`` per model input (``pemt.spec`` order, the window's own segment count), repeated;
-then ``("done",)`` or ``("error", code, message)``.
+Child -> parent messages, in order: ``("info", duration_s | None)`` (the container's declared
+duration), then ``("window", WindowInfo, jpeg | None)`` followed by one ``send_bytes`` per
+model input (``pemt.spec`` order, the window's own segment count), repeated; then ``("done",)``
+or ``("error", code, message)``. ``skip_windows`` (resuming a job) drops the first windows in
+the child, before they are converted or sent.
 """
 
 from __future__ import annotations
@@ -76,6 +78,7 @@ class DecodeRequest:
     require_video: bool = False
     decoder: str = "cpu"  # "cpu" | "nvdec", resolved once at start-up (pemt.media)
     max_windows: int | None = None  # more windows than this: too_many_windows (413)
+    skip_windows: int = 0  # decode but do not send windows with a lower index (a resumed job)
 
 
 @dataclass(frozen=True)
@@ -94,6 +97,7 @@ class WindowBatch:
     inputs: dict[str, np.ndarray]  # pemt.spec.model_inputs, batch = len(windows)
     windows: list[WindowInfo]
     thumbnails: list[bytes | None]
+    duration_s: float | None = None  # the file's declared duration (None: not declared)
 
 
 @dataclass
@@ -147,10 +151,13 @@ def _window_media(req: DecodeRequest) -> MediaConfig:
 
 def iter_decoded(
     req: DecodeRequest,
+    on_duration: Callable[[float | None], None] | None = None,
 ) -> Iterator[tuple[WindowInfo, dict[str, np.ndarray], bytes | None]]:
     """Decode ``req.path`` in this process, one window at a time: its info, its model inputs
-    (``window_segments`` segments, not padded) and its JPEG thumbnail. Raises MediaError for bad
-    media, WindowLimitError past ``max_windows``."""
+    (``window_segments`` segments, not padded) and its JPEG thumbnail; windows below
+    ``skip_windows`` are decoded but not yielded. ``on_duration`` is called once, before the
+    first window, with the declared duration. Raises MediaError for bad media,
+    WindowLimitError past ``max_windows``."""
     from pemt.media import DecodeLimits, EmptyMediaError, iter_windows, probe
 
     media = _window_media(req)
@@ -166,9 +173,12 @@ def iter_decoded(
     stride = (
         round(req.stride_s / seg) if req.stride_s is not None else max(1, media.num_segments // 2)
     )
-    if req.max_windows is not None:
+    duration = None
+    if req.max_windows is not None or on_duration is not None:
         duration = probe(req.path, limits).duration  # opens and checks; decodes one frame
-        if duration is not None:
+        if on_duration is not None:
+            on_duration(duration)
+        if duration is not None and req.max_windows is not None:
             least = least_windows(duration, seg, media.num_segments, stride)
             if least > req.max_windows:
                 raise WindowLimitError(
@@ -194,6 +204,9 @@ def iter_decoded(
                 f"{stride * seg:g} s), the limit per request (PEMT_MAX_WINDOWS_PER_REQUEST); "
                 "send a larger stride or a shorter clip"
             )
+        if w.index < req.skip_windows:  # committed before a restart
+            count += 1
+            continue
         info = WindowInfo(
             int(w.index), float(w.start), float(w.end), bool(w.has_audio), bool(w.has_video)
         )
@@ -247,8 +260,12 @@ def _child(conn: Any, req: DecodeRequest) -> None:
         from pemt.media import MediaError
 
         try:
-            for info, arrays, thumb in iter_decoded(req):
-                conn.send(("window", info, thumb))  # blocks while the parent is busy
+
+            def info(duration: float | None) -> None:
+                conn.send(("info", duration))
+
+            for window, arrays, thumb in iter_decoded(req, info):
+                conn.send(("window", window, thumb))  # blocks while the parent is busy
                 for array in arrays.values():
                     conn.send_bytes(array.reshape(-1).view(np.uint8))
             conn.send(("done",))
@@ -281,6 +298,7 @@ class _Job:
         self.shown_s = shown_s
         self.waited = 0.0  # not counting the time the caller spends between batches
         self.finished = False
+        self.duration_s: float | None = None
         self.specs = _input_specs(req) if req is not None else []
         self.conn, child = ctx.Pipe(duplex=False)
         self.proc = ctx.Process(
@@ -334,6 +352,9 @@ class _Job:
         thumbs: list[bytes | None] = []
         while len(windows) < n and not self.finished:
             msg = self._message()
+            if msg[0] == "info":
+                self.duration_s = msg[1]
+                continue
             if msg[0] != "window":
                 break
             i = len(windows)
@@ -349,7 +370,9 @@ class _Job:
             thumbs.append(msg[2])
         if not windows:
             return None
-        return WindowBatch({k: v[: len(windows)] for k, v in inputs.items()}, windows, thumbs)
+        return WindowBatch(
+            {k: v[: len(windows)] for k, v in inputs.items()}, windows, thumbs, self.duration_s
+        )
 
     def kill(self) -> None:
         if self.proc.is_alive():
@@ -391,9 +414,11 @@ class DecodePool:
             job.close()
 
     async def stream(
-        self, req: DecodeRequest, batch_size: int
+        self, req: DecodeRequest, batch_size: int, *, timeout_s: float | None = None
     ) -> AsyncGenerator[WindowBatch, None]:
         """Decode ``req`` in a child, yielding batches of up to ``batch_size`` windows in order.
+        ``timeout_s`` replaces the pool's time limit for this request (a background job's
+        longer budget).
 
         The child decodes ahead by at most one window while a batch is out, so the caller's
         work on a batch (embedding it) paces the decoding. Raises MediaRejected (with
@@ -404,7 +429,7 @@ class DecodePool:
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
         async with self._sem:
-            job = await self._start(req)
+            job = await self._start(req, self.timeout_s if timeout_s is None else timeout_s)
             self._jobs.add(job)
             try:
                 while (batch := await self._read(job, batch_size)) is not None:
@@ -413,11 +438,9 @@ class DecodePool:
                 self._jobs.discard(job)
                 job.close()
 
-    async def _start(self, req: DecodeRequest) -> _Job:
+    async def _start(self, req: DecodeRequest, timeout_s: float) -> _Job:
         """Start a child (a forkserver round trip, in a thread); a cancelled start ends it."""
-        start = functools.partial(
-            _Job, self._ctx, req, self.timeout_s + self.grace_s, self.timeout_s
-        )
+        start = functools.partial(_Job, self._ctx, req, timeout_s + self.grace_s, timeout_s)
         fut = asyncio.get_running_loop().run_in_executor(None, start)
         try:
             return await asyncio.shield(fut)

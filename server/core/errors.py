@@ -15,6 +15,8 @@ import sqlite3
 
 __all__ = [
     "Busy",
+    "Conflict",
+    "Forbidden",
     "InvalidRequest",
     "MediaRejected",
     "NotFound",
@@ -59,8 +61,21 @@ class Unauthorized(ServiceError):
     code = "unauthorized"
 
 
+class Forbidden(ServiceError):
+    """The request names something the service may not touch (a path outside the allow-list)."""
+
+    code = "forbidden"
+
+
 class NotFound(ServiceError):
     code = "not_found"
+
+
+class Conflict(ServiceError):
+    """The request contradicts the service's state (vectors from another model, a finished
+    job); the message says what differs."""
+
+    code = "conflict"
 
 
 class UploadTimeout(ServiceError):

@@ -22,9 +22,10 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from server.backends.base import Backend
+from server.core.errors import Conflict
 from server.core.startup import StartupRefused
 
-__all__ = ["ModelIdentity", "check_model", "model_identity"]
+__all__ = ["ModelIdentity", "check_model", "model_identity", "require_same_space"]
 
 log = logging.getLogger("pemt.server")
 
@@ -89,6 +90,22 @@ def model_identity(backend: Backend) -> ModelIdentity:
         meta.get("pemt.version") or f"{cfg.name}-{(weights or config_sha).split(':')[-1][:12]}"
     )
     return ModelIdentity(cfg.name, version, cfg.embed_dim, config_sha, weights)
+
+
+def require_same_space(served: ModelIdentity, given: dict[str, Any]) -> None:
+    """Vectors embedded outside the service (``PUT /clips/{id}``, the bulk indexer) carry the
+    identity of the model that made them: raise ``Conflict`` (409 ``model_mismatch``) unless
+    they compare with the served model's (:meth:`ModelIdentity.same_space`)."""
+    other = ModelIdentity.from_dict(given)
+    if served.same_space(other):
+        return
+    raise Conflict(
+        f"these vectors come from model {other.describe()}, but this service serves "
+        f"{served.describe()}: another embedding space. Embed with the service's model (GET "
+        "/info: model.identity; the bulk indexer must load the same model repository or Triton "
+        "model) or upload the videos instead",
+        code="model_mismatch",
+    )
 
 
 def check_model(index: Any, current: ModelIdentity, where: str) -> None:

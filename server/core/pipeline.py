@@ -24,6 +24,7 @@ __all__ = [
     "clip_item_ids",
     "clip_of",
     "clip_summary",
+    "decode_request",
     "embed_upload",
     "min_stride_segments",
     "query_vector",
@@ -136,38 +137,74 @@ def resolve_stride(state: AppState, stride: float | None, window: int) -> float 
     return stride
 
 
+def decode_request(
+    state: AppState,
+    path: str,
+    window_segments: int | None,
+    stride: float | None,
+    *,
+    job: bool = False,
+    skip_windows: int = 0,
+) -> DecodeRequest:
+    """What the decode child gets for a file: the model's media config, the request's
+    window and stride (checked by ``windowing``; the stride also against the floor) and the
+    service's limits. A synchronous request (``job=False``) may last at most
+    ``PEMT_EMBED_MAX_DURATION_S`` and give ``PEMT_MAX_WINDOWS_PER_REQUEST`` windows within
+    ``PEMT_DECODE_TIMEOUT_S``; a background job ``PEMT_MAX_DURATION_S``,
+    ``PEMT_JOB_MAX_WINDOWS`` and ``PEMT_JOB_DECODE_TIMEOUT_S``, with no byte limit of its own
+    (uploads were bounded when received, server-side files are the operator's)."""
+    s = state.settings
+    media = state.backend.cfg.media
+    stride_s = resolve_stride(state, stride, window_segments or media.num_segments)
+    return DecodeRequest(
+        path=path,
+        media=media,
+        window_segments=window_segments,
+        stride_s=stride_s,
+        max_bytes=None if job else s.max_upload_bytes,
+        max_duration_s=s.max_duration_s if job else min(s.max_duration_s, s.embed_max_duration_s),
+        max_pixels=s.max_pixels,
+        time_budget_s=s.job_decode_timeout_s if job else s.decode_timeout_s,
+        max_gap_s=s.max_gap_s,
+        require_audio=s.require_audio,
+        require_video=s.require_video,
+        max_windows=s.job_max_windows if job else s.max_windows_per_request,
+        decoder=state.video_decoder,
+        skip_windows=skip_windows,
+    )
+
+
+def _over_sync_limit(state: AppState, e: MediaRejected, hint: str) -> MediaRejected:
+    """A synchronous request over its length or window limit, with ``hint`` (what to do)."""
+    s = state.settings
+    if e.code == "too_long" and s.embed_max_duration_s < s.max_duration_s:
+        return MediaRejected(
+            "too_long",
+            f"the upload lasts longer than {s.embed_max_duration_s:g} s, the limit for a "
+            f"synchronous request (PEMT_EMBED_MAX_DURATION_S); {hint}",
+        )
+    if e.code == "too_many_windows":
+        return MediaRejected(e.code, f"{e.message}; {hint}")
+    return e
+
+
 async def embed_upload(
     state: AppState,
     upload: Upload,
     *,
     window_segments: int | None = None,
     stride: float | None = None,
+    too_long_hint: str = "send a shorter clip",
 ) -> Embedded:
     """Decode the upload in a child process and embed it batch by batch as windows arrive;
     only the vectors, window times and JPEG thumbnails are kept (see server.core.decode).
-    ``window_segments`` and ``stride`` as ``windowing`` returned and checked them."""
-    s = state.settings
+    ``window_segments`` and ``stride`` as ``windowing`` returned and checked them. An upload
+    over the synchronous limits is 413 with ``too_long_hint`` in the message."""
     assert upload.path is not None
     if upload.size == 0:
         state.metrics.media_errors.labels("empty").inc()
         raise MediaRejected("empty", "the uploaded file is empty (0 bytes); send a video file")
-    media = state.backend.cfg.media
-    stride_s = resolve_stride(state, stride, window_segments or media.num_segments)
-    req = DecodeRequest(
-        path=str(upload.path),
-        media=media,
-        window_segments=window_segments,
-        stride_s=stride_s,
-        max_bytes=s.max_upload_bytes,
-        max_duration_s=s.max_duration_s,
-        max_pixels=s.max_pixels,
-        time_budget_s=s.decode_timeout_s,
-        max_gap_s=s.max_gap_s,
-        require_audio=s.require_audio,
-        require_video=s.require_video,
-        max_windows=s.max_windows_per_request,
-        decoder=state.video_decoder,
-    )
+    req = decode_request(state, str(upload.path), window_segments, stride)
     windows: list[WindowInfo] = []
     thumbnails: list[bytes | None] = []
     parts: dict[str, list[np.ndarray]] = {m: [] for m in MODALITIES}
@@ -187,7 +224,7 @@ async def embed_upload(
                 state.metrics.windows.inc(len(batch.windows))
     except MediaRejected as e:
         state.metrics.media_errors.labels(e.code).inc()
-        raise
+        raise _over_sync_limit(state, e, too_long_hint) from None
     decode_s = time.perf_counter() - t0 - model_s  # waiting for the child's windows
     state.metrics.observe_stage("decode", decode_s)
     state.metrics.observe_stage("model", model_s)

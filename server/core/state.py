@@ -74,6 +74,18 @@ class JobLimiter:
         finally:
             self.release()
 
+    @contextlib.asynccontextmanager
+    async def background_slot(self) -> AsyncIterator[None]:
+        """A slot for a background job: waits as long as it takes (a job has no client to
+        answer 429 to; its queue is bounded where it is submitted)."""
+        await self._sem.acquire()
+        self.in_flight += 1
+        self.metrics.jobs_in_flight.set(self.in_flight)
+        try:
+            yield
+        finally:
+            self.release()
+
 
 @dataclass
 class AppState:
@@ -86,6 +98,7 @@ class AppState:
     media: MediaStore  # kept source videos (PEMT_MEDIA_DIR, default data_dir/media)
     model: ModelIdentity  # the served model; the index was checked against it
     video_decoder: str = "cpu"  # PEMT_DECODER resolved at start-up: "cpu" | "nvdec"
+    job_runner: Any = None  # server.core.jobs.JobRunner (POST /jobs), built by the lifespan
     # FAISS + SQLite calls leave the event loop (VectorIndex is thread-safe: one writer, readers)
     index_pool: ThreadPoolExecutor = field(
         default_factory=lambda: ThreadPoolExecutor(max_workers=2, thread_name_prefix="pemt-index")

@@ -1,6 +1,7 @@
 // PEMT search page. Plain ES module, no build step, no network access beyond this server.
 // Talks to the HTTP API in docs/ARCHITECTURE.md: POST embed/search/classify, GET info/readyz,
-// GET clips/{id}/thumbnail and clips/{id}/media. Paths are relative to the page, so the page
+// GET clips/{id}/thumbnail and clips/{id}/media; a video longer than the server's synchronous
+// limit is added as a background job (POST jobs, polled with GET jobs/{id}, DELETE to cancel). Paths are relative to the page, so the page
 // also works behind a reverse proxy that serves the API under a prefix.
 
 const KEY_STORAGE = "pemt.apiKey";
@@ -100,6 +101,8 @@ const PLAIN = {
   empty: ["This video is empty.", "It has no frames and no sound. Choose another file."],
   corrupt: ["This video file is damaged and can't be read.", "Export or download it again, or choose another file."],
   too_long: ["This video is too long.", "Trim it to {duration} or less and try again."],
+  too_long_sync: ["This video is too long to search directly.", "Tick “Add this video to the index”: long videos are embedded in the background, then searched."],
+  source_missing: ["The server lost this video before it was embedded.", "Add it again."],
   too_large: ["This file is too big to upload.", "Choose a file under {size}, or shorten the video."],
   payload_too_large: ["This file is too big to upload.", "Choose a file under {size}, or shorten the video."],
   resolution: ["This video's picture is too large.", "Scale it down (for example to 1080p) and try again."],
@@ -289,6 +292,7 @@ async function refreshInfo() {
       max_bytes: src.max_bytes ?? src.max_upload_bytes,
       max_duration_s: src.max_duration_s,
       max_k: src.max_k,
+      sync_s: src.embed_max_duration_s, // longer uploads go through a background job
     };
     el.k.max = String(Math.min(50, state.limits.max_k || 50));
     updateLimitsHint();
@@ -347,11 +351,60 @@ function updateSubmit() {
   el.submitHint.hidden = !el.submitHint.textContent;
 }
 
-function checkFileLocally(file) {
+function checkFileLocally(file, store) {
   if (file.size === 0) throw new ApiError({ title: "This file is empty.", hint: "Choose another video." });
   const { max_bytes: maxBytes, max_duration_s: maxDur } = state.limits;
   if (maxBytes && file.size > maxBytes) throw new ApiError({ status: 413, code: "too_large" });
   if (maxDur && state.fileDuration && state.fileDuration > maxDur + 0.5) throw new ApiError({ status: 422, code: "too_long" });
+  if (!store && isLong()) throw new ApiError({ status: 413, code: "too_long_sync" });
+}
+
+// Longer than the server embeds while the browser waits: it goes through a background job.
+function isLong() {
+  return Boolean(state.limits.sync_s && state.fileDuration && state.fileDuration > state.limits.sync_s + 0.5);
+}
+
+function sleep(ms, signal) {
+  return new Promise((resolve, reject) => {
+    const t = setTimeout(resolve, ms);
+    signal?.addEventListener("abort", () => { clearTimeout(t); reject(new DOMException("Cancelled", "AbortError")); }, { once: true });
+  });
+}
+
+// Upload as a background job and follow it until it ends; resolves with the finished job.
+// Cancelling (the Cancel button) cancels the job on the server too.
+async function runJob(file, metadata, signal, onUpload) {
+  const form = new FormData();
+  form.append("file", file, file.name);
+  form.append("metadata", JSON.stringify(metadata));
+  let job = await request("POST", "jobs", {
+    form, signal, onUpload,
+    onSent: () => showProgress("Queued: the server will embed it in the background…", null),
+  });
+  try {
+    while (!["done", "failed", "cancelled"].includes(job.state)) {
+      await sleep(1000, signal);
+      job = await request("GET", `jobs/${encodeURIComponent(job.id)}`, { signal });
+      const p = job.progress || {};
+      const total = p.seconds_total ? ` of ${clock(p.seconds_total)}` : "";
+      const windows = `${p.windows_done ?? 0}${p.windows_total ? ` of ${p.windows_total}` : ""} windows`;
+      showProgress(
+        job.state === "queued" ? "Queued: waiting for the server…" : "Embedding in the background…",
+        job.state === "queued" ? null : Number(p.fraction) || 0,
+        `${clock(p.seconds_done)}${total} · ${windows}`,
+      );
+    }
+  } catch (e) {
+    if (e?.name === "AbortError") {
+      request("DELETE", `jobs/${encodeURIComponent(job.id)}`).catch(() => {}); // best effort
+    }
+    throw e;
+  }
+  if (job.state !== "done") {
+    const err = job.error || {};
+    throw new ApiError({ status: 422, code: String(err.code || job.state), message: String(err.message || `the job was ${job.state}`) });
+  }
+  return job;
 }
 
 // ---------------------------------------------------------------- progress, errors
@@ -417,7 +470,7 @@ async function runSearch() {
 
   hideError();
   try {
-    checkFileLocally(file);
+    checkFileLocally(file, store);
   } catch (e) {
     showError(e);
     return;
@@ -448,17 +501,33 @@ async function runSearch() {
       // Embed and store once, then query by the stored id (no second upload or decode).
       const metadata = { filename: file.name };
       if (label) metadata.label = label;
-      const form = new FormData();
-      form.append("file", file, file.name);
-      form.append("store", "true");
-      form.append("metadata", JSON.stringify(metadata));
-      const embedded = await request("POST", "embed", { form, ...uploading("Uploading") });
-      const items = embedded.items || [];
-      if (!items.length) throw new ApiError({ title: "The server found nothing to index in this video.", hint: "Choose another file." });
-      windows = items.length;
-      timings = embedded.timings_ms;
-      queryId = items[0].id;
-      const own = new Set(items.map((it) => it.id));
+      let own = new Set();
+      const asJob = async () => {
+        const job = await runJob(file, metadata, abort.signal, uploading("Uploading").onUpload);
+        windows = job.progress?.windows_done ?? null;
+        queryId = job.clip_id; // a clip id query leaves out every window of the clip
+      };
+      if (isLong()) {
+        await asJob();
+      } else {
+        const form = new FormData();
+        form.append("file", file, file.name);
+        form.append("store", "true");
+        form.append("metadata", JSON.stringify(metadata));
+        try {
+          const embedded = await request("POST", "embed", { form, ...uploading("Uploading") });
+          const items = embedded.items || [];
+          if (!items.length) throw new ApiError({ title: "The server found nothing to index in this video.", hint: "Choose another file." });
+          windows = items.length;
+          timings = embedded.timings_ms;
+          queryId = items[0].id;
+          own = new Set(items.map((it) => it.id));
+        } catch (e) {
+          // the browser could not tell the length; the server says it is for a job
+          if (!(e instanceof ApiError && e.status === 413 && e.code === "too_long" && state.limits.sync_s)) throw e;
+          await asJob();
+        }
+      }
       showProgress("Searching the index…", null);
       const found = await request("POST", "search", {
         json: { id: queryId, k: Math.min(state.limits.max_k || MAX_K, k + own.size), modality }, signal: abort.signal,

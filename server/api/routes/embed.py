@@ -69,6 +69,11 @@ def _store_windows(index: Any, clip_id: str, records: list[Any]) -> None:
 
 router = APIRouter(tags=["embed"], dependencies=[Depends(require_api_key)])
 
+# what a 413 for a long upload tells the client to do
+JOBS_HINT = (
+    "submit it as a background job instead: POST /jobs with the same form, then follow GET "
+    "/jobs/{id} (pemt-client embed and PemtClient.submit do this)"
+)
 EMBED_ERRORS = error_responses(400, 401, 408, 413, 415, 422, 429, 503, 507)
 
 
@@ -116,7 +121,13 @@ async def _embed(
         window_segments = windowing(state, form.window, form.stride)
         state.metrics.observe_stage("upload", up.seconds)
         async with job_slot(state):
-            emb = await embed_upload(state, up, window_segments=window_segments, stride=form.stride)
+            emb = await embed_upload(
+                state,
+                up,
+                window_segments=window_segments,
+                stride=form.stride,
+                too_long_hint=JOBS_HINT,
+            )
             if form.store and s.keep_media:
                 assert up.path is not None
                 # a rename into data_dir/media while the upload is still ours (no copy)
