@@ -15,6 +15,7 @@ _COMMAND_MODULES = (
     "pemt.embed_cli",  # embed
     "pemt.train.cli",  # shards, train
     "pemt.data.cli",  # data synth
+    "pemt.eval.cli",  # eval neardup
 )
 
 
