@@ -140,7 +140,9 @@ def main() -> int:
     ap.add_argument("--budget-min", type=float, default=11.0, help="both training runs together")
     ap.add_argument("--lr", type=float, default=5e-4)
     ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--modes", default="content,uniform", help="negative sampling runs")
+    ap.add_argument("--modes", default="content,uniform",
+                    help="runs: negative sampling, optionally +robust for the robust recipe "
+                    "(e.g. content,content+robust)")  # fmt: skip
     ap.add_argument("--quick", action="store_true", help="pilot: tiny set, 3-min budget, no file")
     ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "train.md"))
     args = ap.parse_args()
@@ -179,7 +181,9 @@ def main() -> int:
     print("untrained", untrained, flush=True)
     results: dict[str, dict[str, Any]] = {"untrained": {**untrained, "train_s": 0.0, "steps": 0}}
     for mode in modes:
-        tcfg = TrainConfig(**base, steps=steps, warmup=max(1, steps // 10), negatives=mode)
+        negatives, _, recipe = mode.partition("+")
+        tcfg = TrainConfig(**base, steps=steps, warmup=max(1, steps // 10), negatives=negatives,
+                           recipe=recipe or "paper")  # fmt: skip
         out = work / f"run_{mode}"
         t0 = time.perf_counter()
         last = train(cfg, str(train_sh), out, tcfg)
@@ -197,7 +201,8 @@ def main() -> int:
     lines = [
         "# Training on the synthetic audio-visual set (`bench/train_synth.py`)",
         "",
-        f"Command: `.venv/bin/python bench/train_synth.py{' --quick' if args.quick else ''}`  ",
+        f"Command: `.venv/bin/python bench/train_synth.py{' --quick' if args.quick else ''}"
+        f"{' --modes ' + args.modes if args.modes != 'content,uniform' else ''}`  ",
         f"Machine: {info}  ",
         f"Data: {args.train_clips} training + {args.test_clips} held-out clips (different seeds), "
         f"{args.classes} classes, {args.seconds:g} s each, H.264/AAC 128x96 16 fps; sound: "
@@ -221,7 +226,9 @@ def main() -> int:
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     names = {"untrained": "untrained (same init)", "content": "trained, content-aware negatives",
-             "uniform": "trained, uniform negatives"}  # fmt: skip
+             "uniform": "trained, uniform negatives",
+             "content+robust": "trained, content-aware negatives, robust recipe",
+             "uniform+robust": "trained, uniform negatives, robust recipe"}  # fmt: skip
     for key, r in results.items():
         lines.append(
             f"| {names[key]} | {r['steps']} | {r['train_s'] / 60:.1f} min | {r['a2v_r1']:.3f} | "

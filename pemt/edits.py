@@ -29,6 +29,9 @@ import numpy as np
 from pemt.config import MediaConfig
 
 __all__ = [
+    "PICTURE_EDITS",
+    "SCOPES",
+    "SOUND_EDITS",
     "VIEW_EDITS",
     "Box",
     "View",
@@ -60,31 +63,56 @@ LOG_FLOOR = float(np.log(1e-6))  # log-mel of silence (pemt.media: log(1e-6 + me
 # --- picture ---------------------------------------------------------------------------------
 
 
-def _weights(n_in: int, n_out: int) -> np.ndarray:
-    """(n_out, n_in) interpolation matrix: a triangle filter as wide as one output pixel (at
-    least one input pixel), pixel centres aligned; rows sum to 1. Bilinear when enlarging,
-    antialiased when shrinking."""
+def _u8(x: np.ndarray) -> np.ndarray:
+    """Round and clip float pixels to uint8 (in place; np.clip with int bounds is very slow)."""
+    x = np.asarray(x, np.float32)
+    np.rint(x, out=x)
+    np.maximum(x, 0.0, out=x)
+    np.minimum(x, 255.0, out=x)
+    return x.astype(np.uint8)
+
+
+def _taps(n_in: int, n_out: int) -> tuple[np.ndarray, np.ndarray]:
+    """Resampling one axis from n_in to n_out pixels: (n_out, K) input indices and weights of
+    a triangle filter as wide as one output pixel (at least one input pixel), pixel centres
+    aligned, rows summing to 1. Bilinear when enlarging, antialiased when shrinking."""
     scale = n_in / n_out
     support = max(1.0, scale)
-    centres = (np.arange(n_out) + 0.5) * scale
-    dist = np.abs(np.arange(n_in)[None, :] + 0.5 - centres[:, None]) / support
-    w = np.maximum(0.0, 1.0 - dist)
-    return (w / w.sum(axis=1, keepdims=True)).astype(np.float32)
+    centres = (np.arange(n_out) + 0.5) * scale  # in input pixel units
+    k = int(np.ceil(2 * support)) + 1
+    first = np.floor(centres - support - 0.5).astype(np.intp) + 1
+    idx = first[:, None] + np.arange(k)[None, :]  # (n_out, K)
+    w = np.maximum(0.0, 1.0 - np.abs(idx + 0.5 - centres[:, None]) / support)
+    w[(idx < 0) | (idx >= n_in)] = 0.0
+    w /= w.sum(axis=1, keepdims=True)
+    return np.clip(idx, 0, n_in - 1), w.astype(np.float32)
+
+
+def _resample(x: np.ndarray, axis: int, n_out: int) -> np.ndarray:
+    idx, w = _taps(x.shape[axis], n_out)
+    shape = [1] * x.ndim
+    shape[axis] = n_out
+    out = np.zeros(x.shape[:axis] + (n_out,) + x.shape[axis + 1 :], np.float32)
+    for j in range(idx.shape[1]):
+        if w[:, j].any():
+            out += np.take(x, idx[:, j], axis=axis) * w[:, j].reshape(shape)
+    return out
 
 
 def resize(x: np.ndarray, height: int, width: int) -> np.ndarray:
     """Resize (..., H, W, 3) uint8 to (..., height, width, 3) uint8: bilinear when enlarging,
-    an antialiasing triangle filter when shrinking (two small matrix products)."""
+    an antialiasing triangle filter when shrinking (a few weighted gathers per axis)."""
     if height < 1 or width < 1:
         raise ValueError(f"resize needs a positive size, got {height}x{width}")
     h, w = x.shape[-3:-1]
     if (h, w) == (height, width):
         return x.copy()
-    wy, wx = _weights(h, height), _weights(w, width)
-    xf = x.astype(np.float32).reshape(*x.shape[:-3], h, w * 3)
-    rows = (wy @ xf).reshape(*x.shape[:-3], height, w, 3)  # (..., height, W, 3)
-    out = np.swapaxes(np.swapaxes(rows, -1, -2) @ wx.T, -1, -2)  # (..., height, width, 3)
-    return np.clip(np.rint(out), 0, 255).astype(np.uint8)
+    y = x.astype(np.float32)
+    if h != height:
+        y = _resample(y, x.ndim - 3, height)
+    if w != width:
+        y = _resample(y, x.ndim - 2, width)
+    return _u8(y)
 
 
 def _pixels(box: Box, h: int, w: int) -> tuple[int, int, int, int]:
@@ -131,17 +159,24 @@ def flip(x: np.ndarray) -> np.ndarray:
 
 
 def grayscale(x: np.ndarray, amount: float = 1.0) -> np.ndarray:
-    """Blend towards luma (BT.601) by ``amount`` (1: grey)."""
-    xf = x.astype(np.float32)
-    luma = xf @ np.array([0.299, 0.587, 0.114], np.float32)
-    out = xf + amount * (luma[..., None] - xf)
-    return np.clip(np.rint(out), 0, 255).astype(np.uint8)
+    """Blend towards luma (BT.601: 0.299 R + 0.587 G + 0.114 B) by ``amount`` (1: grey)."""
+    xf = x.astype(np.float32)  # explicit: uint8 * a float32 scalar would compute in float16
+    luma = xf[..., 0] * 0.299 + xf[..., 1] * 0.587 + xf[..., 2] * 0.114
+    if amount >= 1.0:
+        grey = _u8(luma)
+        return np.repeat(grey[..., None], 3, axis=-1)
+    luma *= amount
+    xf *= 1.0 - amount
+    for c in range(3):  # per channel: a broadcast over the last axis of 3 is slow in numpy
+        xf[..., c] += luma
+    return _u8(xf)
 
 
 def adjust(x: np.ndarray, brightness: float = 0.0, contrast: float = 1.0) -> np.ndarray:
-    """``(x - 128) * contrast + 128 + brightness`` (brightness in 0..255 units), clipped."""
-    out = (x.astype(np.float32) - 128.0) * contrast + 128.0 + brightness
-    return np.clip(np.rint(out), 0, 255).astype(np.uint8)
+    """``(x - 128) * contrast + 128 + brightness`` (brightness in 0..255 units), clipped; a
+    256-entry lookup table."""
+    lut = np.clip(np.rint((np.arange(256) - 128.0) * contrast + 128.0 + brightness), 0, 255)
+    return lut.astype(np.uint8)[x]
 
 
 def overlay(
@@ -157,7 +192,7 @@ def overlay(
     if stripes > 0:
         band = (np.arange(y1 - y0) * stripes // max(1, y1 - y0)) % 2 == 0
         blend[..., ~band, :, :] = region[..., ~band, :, :]
-    out[..., y0:y1, x0:x1, :] = np.clip(np.rint(blend), 0, 255).astype(np.uint8)
+    out[..., y0:y1, x0:x1, :] = _u8(blend)
     return out
 
 
@@ -173,7 +208,7 @@ def degrade(
         if rng is None:
             raise ValueError("degrade with noise needs an rng")
         n = rng.normal(0.0, noise, out.shape).astype(np.float32)
-        out = np.clip(np.rint(out + n), 0, 255).astype(np.uint8)
+        out = _u8(out + n)
     return out
 
 
@@ -289,6 +324,13 @@ VIEW_EDITS: dict[str, float] = {
 }
 
 
+PICTURE_EDITS = ("crop", "pad", "flip", "grayscale", "color", "overlay", "pip", "degrade")
+SOUND_EDITS = ("gain", "noise", "lowpass")
+# What a view may touch, with its probability. Most real edits change one modality (a crop leaves
+# the sound as it was); timeline edits (fps, speed, trim) change both and come only with "both".
+SCOPES: dict[str, float] = {"picture": 0.45, "sound": 0.2, "both": 0.35}
+
+
 @dataclass
 class View:
     """One edited window: arrays as the loader batches them, and the edits applied."""
@@ -362,16 +404,27 @@ def random_view(
     *,
     host: np.ndarray | None = None,
     probabilities: dict[str, float] | None = None,
+    scopes: dict[str, float] | None = None,
 ) -> View:
     """An edited copy of one window for training: each family of :data:`VIEW_EDITS` applied
     with its probability and a random strength, from ``rng`` only (same rng state, same view).
     ``host`` (frames of another window, same shape) is the background of picture-in-picture;
-    without one that edit is skipped. Shapes and dtypes are kept; masked segments stay zero."""
+    without one that edit is skipped. With ``scopes`` (e.g. :data:`SCOPES`) a view first draws
+    what it may touch: the picture only, the sound only, or both (only then timeline edits).
+    Shapes and dtypes are kept; masked segments stay zero."""
     p = dict(VIEW_EDITS if probabilities is None else probabilities)
     unknown = set(p) - set(VIEW_EDITS)
     if unknown:
         raise ValueError(f"unknown edits {sorted(unknown)}; known: {sorted(VIEW_EDITS)}")
     draw = {name: bool(rng.random() < p.get(name, 0.0)) for name in VIEW_EDITS}
+    if scopes is not None:
+        names = list(scopes)
+        weights = np.array([scopes[n] for n in names], np.float64)
+        scope = names[int(rng.choice(len(names), p=weights / weights.sum()))]
+        allowed = {"picture": set(PICTURE_EDITS), "sound": set(SOUND_EDITS)}.get(
+            scope, set(VIEW_EDITS)
+        )
+        draw = {name: on and name in allowed for name, on in draw.items()}
     applied: list[str] = []
     vm, am = visual_mask.astype(bool), audio_mask.astype(bool)
     x, a = frames, audio
@@ -459,14 +512,19 @@ def views(
     windows: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]],
     rng: np.random.Generator,
     media: MediaConfig,
-    n_views: int = 2,
+    scales: Sequence[float] = (1.0, 1.0),
 ) -> list[list[View]]:
-    """``n_views`` independent :func:`random_view` of each window of a batch; the host of a
-    picture-in-picture is the next window of the batch (the previous view's frames)."""
+    """One :func:`random_view` of each window per entry of ``scales``, view ``j`` drawing each
+    edit with ``scales[j]`` times its :data:`VIEW_EDITS` probability (0: the window as it is),
+    within a scope drawn from :data:`SCOPES`.
+    The host of a picture-in-picture is the next window of the batch."""
     out: list[list[View]] = []
     for i, (f, a, vm, am) in enumerate(windows):
-        host = windows[(i + 1) % len(windows)][0] if len(windows) > 1 else None
-        host = host[windows[(i + 1) % len(windows)][2]] if host is not None else None
-        out.append([random_view(f, a, vm, am, rng, media, host=host if host is not None and len(host) else None)
-                    for _ in range(n_views)])  # fmt: skip
+        nf, _, nvm, _ = windows[(i + 1) % len(windows)]
+        host = nf[nvm] if len(windows) > 1 and nvm.any() else None
+        out.append([
+            random_view(f, a, vm, am, rng, media, host=host, scopes=SCOPES,
+                        probabilities={k: p * scale for k, p in VIEW_EDITS.items()})
+            for scale in scales
+        ])  # fmt: skip
     return out

@@ -194,6 +194,16 @@ class Transform:
     audio_only: bool = False  # meaningless for a silent source
 
 
+def _scale(x: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Resize full frames (N, H, W, 3) with FFmpeg's area filter (what an editor's export does;
+    far faster than numpy at this size)."""
+    out = np.empty((len(x), height, width, 3), np.uint8)
+    for i, f in enumerate(x):
+        vf = av.VideoFrame.from_ndarray(np.ascontiguousarray(f), format="rgb24")
+        out[i] = vf.reformat(width=width, height=height, interpolation="AREA").to_ndarray()
+    return out
+
+
 def _frames(fn: Callable[[np.ndarray], np.ndarray], enc: Encoding | None = None) -> Any:
     def apply(c: Clip, rng: np.random.Generator, host: Clip | None) -> tuple[Clip, Encoding]:
         return replace(c, frames=fn(c.frames)), enc or Encoding()
@@ -204,7 +214,7 @@ def _frames(fn: Callable[[np.ndarray], np.ndarray], enc: Encoding | None = None)
 def _rescale(factor: float) -> Any:
     def fn(x: np.ndarray) -> np.ndarray:
         h, w = x.shape[1:3]
-        return edits.resize(x, _even(max(16, round(h * factor))), _even(max(16, round(w * factor))))
+        return _scale(x, _even(max(16, round(h * factor))), _even(max(16, round(w * factor))))
 
     return _frames(fn)
 
@@ -228,7 +238,7 @@ def _pad_small(x: np.ndarray) -> np.ndarray:
     canvas[...] = np.array([70, 80, 110], np.uint8)
     sh, sw = _even(round(ch * 0.6)), _even(round(ch * 0.6 * w / h))
     sw = min(sw, cw - 2)
-    small = edits.resize(x, sh, sw)
+    small = _scale(x, sh, sw)
     y0, x0 = round(ch * 0.3), round((cw - sw) * 0.15)
     canvas[:, y0 : y0 + sh, x0 : x0 + sw] = small
     return canvas
@@ -252,7 +262,7 @@ def _pip(c: Clip, rng: np.random.Generator, host: Clip | None) -> tuple[Clip, En
     sw = _even(min(w - 2, round(sh * c.frames.shape[2] / c.frames.shape[1])))
     y0, x0 = h - sh - _even(round(h * 0.05)), w - sw - _even(round(w * 0.05))
     out = canvas.copy()
-    out[:, y0 : y0 + sh, x0 : x0 + sw] = edits.resize(c.frames, sh, sw)
+    out[:, y0 : y0 + sh, x0 : x0 + sw] = _scale(c.frames, sh, sw)
     return replace(c, frames=out), Encoding()
 
 

@@ -119,6 +119,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     t.add_argument("--w-cons-visual", type=float, help="robust: weight on visual_embedding")
     t.add_argument("--w-cons-audio", type=float, help="robust: weight on audio_embedding")
     t.add_argument("--consistency-temperature", type=float, help="robust: NT-Xent temperature")
+    t.add_argument("--first-view-edits", type=float,
+                   help="robust: scale of the first view's edit probabilities (default 0.3)")  # fmt: skip
     t.add_argument("--consistency-both-grad", dest="consistency_stopgrad", action="store_false",
                    default=None, help="robust: gradients through both views (2x the CNN cost)")  # fmt: skip
     t.add_argument("--shards", required=True, help="path, dir, glob, {a..b} pattern or pipe: URL")

@@ -14,9 +14,10 @@ DDP rank runs the same number of steps whatever the shard sizes. For epoch ``e``
 5. ``batch_size`` decoded windows make a batch (:func:`pemt.media.batch_windows` arrays as
    tensors, plus ``label``, ``key`` lists);
 6. with ``views=True`` (``pemt train --recipe robust``) the worker also edits every window twice
-   (:func:`pemt.edits.views`, seeded with ``(seed, e, slot, position)``): the batch's arrays
-   are the first edited view and ``frames_b``, ``audio_b``, ``visual_mask_b``,
-   ``audio_mask_b`` the second, for the augmentation-consistency objective.
+   (:func:`pemt.edits.views`, seeded with ``(seed, e, slot, position)``; ``view_scales``
+   scales each view's edit probabilities): the batch's arrays are the first view and
+   ``frames_b``, ``audio_b``, ``visual_mask_b``, ``audio_mask_b`` the second, for the
+   augmentation-consistency objective.
 
 Resuming: :meth:`ShardLoader.state_dict` holds, per worker slot, the epoch and the number of
 samples that left its shuffle buffer and went into emitted batches, plus the batch count. A new
@@ -111,6 +112,7 @@ def _collate(
     keys: list[str],
     media_cfg: MediaConfig,
     views_rng: np.random.Generator | None = None,
+    view_scales: tuple[float, float] = (1.0, 1.0),
 ) -> dict[str, Any]:
     from pemt.media import batch_windows
 
@@ -119,7 +121,7 @@ def _collate(
         from pemt.edits import views
 
         rows = list(zip(*(arrays[k] for k in VIEW_KEYS), strict=True))
-        pairs = views(rows, views_rng, media_cfg, n_views=2)
+        pairs = views(rows, views_rng, media_cfg, view_scales)
         for j, suffix in enumerate(("", "_b")):
             arrays[f"frames{suffix}"] = np.stack([p[j].frames for p in pairs])
             arrays[f"audio{suffix}"] = np.stack([p[j].audio for p in pairs])
@@ -154,9 +156,10 @@ class ShardStream(IterableDataset):
         train: bool,
         state: LoaderState | None,
         views: bool = False,
+        view_scales: tuple[float, float] = (1.0, 1.0),
     ) -> None:
         self.urls = urls
-        self.views = views
+        self.views, self.view_scales = views, view_scales
         self.media_cfg = media_cfg
         self.batch_size = batch_size
         self.seed = seed
@@ -228,7 +231,7 @@ class ShardStream(IterableDataset):
                 keys.append(f"{sample['__url__']}#{sample['__key__']}")
                 if len(windows) == self.batch_size:
                     vrng = _seed(self.seed, epoch, slot, pos, 2) if self.views else None
-                    batch = _collate(windows, metas, keys, self.media_cfg, vrng)
+                    batch = _collate(windows, metas, keys, self.media_cfg, vrng, self.view_scales)
                     batch["__worker__"] = logical
                     batch["__epoch__"], batch["__pos__"], batch["__bad__"] = epoch, pos, bad
                     batch["__errors__"] = len(errors)
@@ -275,6 +278,7 @@ class ShardLoader:
         train: bool = True,
         state: LoaderState | None = None,
         views: bool = False,
+        view_scales: tuple[float, float] = (1.0, 1.0),
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
@@ -283,7 +287,7 @@ class ShardLoader:
         self.batch_size, self.seed = batch_size, seed
         self.num_workers, self.rank, self.world_size = num_workers, rank, world_size
         self.shuffle_buffer, self.train = shuffle_buffer, train
-        self.views = views
+        self.views, self.view_scales = views, tuple(view_scales)
         slots = max(1, num_workers)
         if state is not None:
             if len(state["workers"]) != slots or state.get("world_size", 1) != world_size:
@@ -331,6 +335,7 @@ class ShardLoader:
             shuffle_buffer=self.shuffle_buffer, rank=self.rank, world_size=self.world_size,
             num_workers=self.num_workers, train=self.train,
             state=self.state_dict() if self._state["batches"] else None, views=self.views,
+            view_scales=self.view_scales,
         )  # fmt: skip
         loader = DataLoader(
             dataset,

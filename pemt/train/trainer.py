@@ -102,10 +102,13 @@ class TrainConfig:
     w_cons_fused: float = 1.0  # robust: consistency weight on `embedding`
     w_cons_visual: float = 1.0  # ... on `visual_embedding`
     w_cons_audio: float = 1.0  # ... on `audio_embedding`
-    consistency_temperature: float = 0.1
+    consistency_temperature: float = 0.07
     # robust: the second view is a target without gradient (MoCo-style keys from the same
     # weights): its CNNs run forward only, a third of their training cost
     consistency_stopgrad: bool = True
+    # robust: the first view draws each edit with this times its probability (pemt.edits
+    # VIEW_EDITS; the paper's objectives train on it), the second with the full probability
+    first_view_edits: float = 0.3
     init: str | None = None  # start from this PEMT checkpoint's weights
     checkpoint_every: int = 500
     keep: int = 3
@@ -505,7 +508,7 @@ def train(
         num_workers=tcfg.workers, rank=d.rank, world_size=d.world,
         shuffle_buffer=tcfg.shuffle_buffer, train=True,
         state=state["loader"][d.rank] if state is not None else None,
-        views=tcfg.recipe == "robust",
+        views=tcfg.recipe == "robust", view_scales=(tcfg.first_view_edits, 1.0),
     )  # fmt: skip
     batches = iter(loader)
 
