@@ -287,7 +287,7 @@ class ShardLoader:
         self.batch_size, self.seed = batch_size, seed
         self.num_workers, self.rank, self.world_size = num_workers, rank, world_size
         self.shuffle_buffer, self.train = shuffle_buffer, train
-        self.views, self.view_scales = views, tuple(view_scales)
+        self.views, self.view_scales = views, (float(view_scales[0]), float(view_scales[1]))
         slots = max(1, num_workers)
         if state is not None:
             if len(state["workers"]) != slots or state.get("world_size", 1) != world_size:
