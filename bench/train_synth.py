@@ -27,6 +27,7 @@ import sys
 import time
 from collections import Counter
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -144,6 +145,9 @@ def main() -> int:
                     help="runs: negative sampling, optionally +robust for the robust recipe "
                     "(e.g. content,content+robust)")  # fmt: skip
     ap.add_argument("--quick", action="store_true", help="pilot: tiny set, 3-min budget, no file")
+    ap.add_argument("--steps", type=int, help="steps per run instead of the budget (on a loaded "
+                    "machine the calibrated step is slow and the budget buys few steps)")  # fmt: skip
+    ap.add_argument("--keep-data", action="store_true", help="reuse the clips and shards in --work")
     ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "train.md"))
     args = ap.parse_args()
     if args.quick:
@@ -151,19 +155,28 @@ def main() -> int:
     torch.set_num_threads(args.threads)
     cfg = get_config("small")
     work = Path(args.work)
-    shutil.rmtree(work, ignore_errors=True)
+    train_sh, test_sh = work / "train_shards", work / "test_shards"
+    reuse = args.keep_data and train_sh.is_dir() and test_sh.is_dir()
+    if not reuse:
+        shutil.rmtree(work, ignore_errors=True)
+    for old in work.glob("run_*"):
+        shutil.rmtree(old)
     t_all = time.perf_counter()
     info = machine()
     print(info, flush=True)
 
     t0 = time.perf_counter()
-    rep = make_synth_dataset(work / "train", args.train_clips, classes=args.classes, seconds=args.seconds,
-                             seed=1, progress=False)  # fmt: skip
-    make_synth_dataset(work / "test", args.test_clips, classes=args.classes, seconds=args.seconds, seed=2,
-                       progress=False)  # fmt: skip
-    train_sh, test_sh = work / "train_shards", work / "test_shards"
-    make_shards(work / "train", train_sh, shard_size=64, progress=False, decode_check=False)
-    make_shards(work / "test", test_sh, shard_size=64, progress=False, decode_check=False)
+    if reuse:
+        from pemt.data.synth import espeak_available
+
+        rep = SimpleNamespace(speech=espeak_available())
+    else:
+        rep = make_synth_dataset(work / "train", args.train_clips, classes=args.classes,
+                                 seconds=args.seconds, seed=1, progress=False)  # fmt: skip
+        make_synth_dataset(work / "test", args.test_clips, classes=args.classes, seconds=args.seconds,
+                           seed=2, progress=False)  # fmt: skip
+        make_shards(work / "train", train_sh, shard_size=64, progress=False, decode_check=False)
+        make_shards(work / "test", test_sh, shard_size=64, progress=False, decode_check=False)
     t_data = time.perf_counter() - t0
     print(f"data: {t_data:.0f} s, speech={rep.speech}", flush=True)
 
@@ -174,6 +187,8 @@ def main() -> int:
     modes = args.modes.split(",")
     per_run_s = args.budget_min * 60 / len(modes)
     steps = max(10, int(per_run_s / (per_step * 1.25)))  # 25% headroom for the loader and logging
+    if args.steps:
+        steps = args.steps
     print(f"one step {per_step:.2f} s -> {steps} steps per run", flush=True)
 
     torch.manual_seed(0)
@@ -202,7 +217,8 @@ def main() -> int:
         "# Training on the synthetic audio-visual set (`bench/train_synth.py`)",
         "",
         f"Command: `.venv/bin/python bench/train_synth.py{' --quick' if args.quick else ''}"
-        f"{' --modes ' + args.modes if args.modes != 'content,uniform' else ''}`  ",
+        f"{' --modes ' + args.modes if args.modes != 'content,uniform' else ''}"
+        f"{f' --steps {args.steps}' if args.steps else ''}`  ",
         f"Machine: {info}  ",
         f"Data: {args.train_clips} training + {args.test_clips} held-out clips (different seeds), "
         f"{args.classes} classes, {args.seconds:g} s each, H.264/AAC 128x96 16 fps; sound: "

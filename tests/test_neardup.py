@@ -36,8 +36,9 @@ def test_score_groups_by_family_strength_and_sound() -> None:
     assert r.recall["all"] == {"r@1": 0.5, "r@10": 0.75}
     assert r.recall["strong"] == {"r@1": 0.0, "r@10": 0.5}
     assert r.recall["crop/mild"]["r@1"] == 1.0
+    assert r.ranks == {"s~flip~mild": 0, "s~flip~strong": 3, "s~crop~mild": 0, "s~crop~strong": 12}
     a = score("m", "audio", np.array([0, 3, 0, 12]), qs, sound_only=True)
-    assert a.count["all"] == 3 and "crop/mild" not in a.recall
+    assert a.count["all"] == 3 and "crop/mild" not in a.recall and "s~crop~mild" not in a.ranks
 
 
 @pytest.mark.slow

@@ -332,10 +332,10 @@ class Result:
 
     method: str
     vector: str
-    recall: dict[
-        str, dict[str, float]
-    ]  # "family/strength" | "mild" | "strong" | "all" -> {"r@1": ..}
-    count: dict[str, int]
+    # "family/strength" | "mild" | "strong" | "all" -> {"r@1": ..., "r@10": ...}
+    recall: dict[str, dict[str, float]]
+    count: dict[str, int]  # queries per group
+    ranks: dict[str, int] = field(default_factory=dict)  # query id -> rank of its source
 
 
 def score(
@@ -358,7 +358,9 @@ def score(
         key: {f"r@{k}": float((query_ranks[idx] < k).mean()) for k in KS}
         for key, idx in groups.items()
     }
-    return Result(method, vector, recall, {key: len(idx) for key, idx in groups.items()})
+    kept = sorted({i for idx in groups.values() for i in idx})
+    return Result(method, vector, recall, {key: len(idx) for key, idx in groups.items()},
+                  {queries[i].id: int(query_ranks[i]) for i in kept})  # fmt: skip
 
 
 def evaluate_vectors(
