@@ -13,14 +13,15 @@ One optimizer step = ``accum`` micro-batches. Each micro-batch (:class:`TrainSte
 4. clip-level symmetric InfoNCE between ``visual_embedding`` and ``audio_embedding`` (aligned
    through the swap), learnable or fixed temperature;
 5. ``recipe="robust"`` only: augmentation consistency. The loader hands two differently edited
-   views of every window (:mod:`pemt.edits`: re-encode, crop, padding, flip, grey, colour,
-   overlay, picture-in-picture, frame rate, speed, trim, sound gain/noise/band loss); the
-   objectives above train on the first view, and :func:`pemt.train.losses.augmentation_consistency`
+   views of every window (:mod:`pemt.edits`: re-encode damage, crop, padding, flip, grey,
+   colour, overlay, picture-in-picture, frame rate, speed, trim, sound gain/noise/band loss;
+   each view edits the picture, the sound or both; the first view lightly,
+   ``first_view_edits``); the objectives above train on the first view, and :func:`pemt.train.losses.augmentation_consistency`
    pulls the two views' ``embedding``, ``visual_embedding`` and ``audio_embedding`` together
    (unmasked, unswapped forwards) against the other windows of the batch, weighted
    ``w_cons_fused``, ``w_cons_visual``, ``w_cons_audio``. By default the second view is a
-   target without gradient (``consistency_stopgrad``), which keeps the step near 1.3x the
-   paper's instead of 2x.
+   target without gradient (``consistency_stopgrad``): its CNNs run forward only (training
+   throughput 1/1.46 of the paper recipe's in bench/bench_recipe.py, edits included).
 
 ``init`` starts from any PEMT checkpoint (one written by ``pemt train`` or ``pemt import
 avbert``): its weights and config; the objectives' heads start fresh.
