@@ -227,8 +227,13 @@ def main() -> int:
         f"Model: `small` ({sum(p.numel() for p in build_model(cfg).parameters()) / 1e6:.2f} M parameters), "
         f"batch {args.batch_size}, AdamW lr {args.lr:g} (warmup 10%, cosine), mask ratio 0.3, "
         f"16 negatives, learnable temperature, 1 loader worker, {args.threads} torch thread(s).  ",
-        f"Budget: {args.budget_min:g} min for both runs; one step measured at {per_step:.2f} s -> "
-        f"{steps} steps per run ({steps * args.batch_size} clips, "
+        (
+            f"Steps fixed by --steps (one step measured at {per_step:.2f} s): {steps} steps per run"
+            if args.steps
+            else f"Budget: {args.budget_min:g} min for both runs; one step measured at "
+            f"{per_step:.2f} s -> {steps} steps per run"
+        )
+        + f" ({steps * args.batch_size} clips, "
         f"{steps * args.batch_size / args.train_clips:.1f} epochs). Measured training time "
         f"{train_total / 60:.1f} min for both runs; whole script {total / 60:.1f} min.",
         "",
