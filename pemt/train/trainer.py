@@ -20,8 +20,8 @@ One optimizer step = ``accum`` micro-batches. Each micro-batch (:class:`TrainSte
    pulls the two views' ``embedding``, ``visual_embedding`` and ``audio_embedding`` together
    (unmasked, unswapped forwards) against the other windows of the batch, weighted
    ``w_cons_fused``, ``w_cons_visual``, ``w_cons_audio``. By default the second view is a
-   target without gradient (``consistency_stopgrad``): its CNNs run forward only; a robust
-   step, edits included, took 1.05-1.46x (median 1.24x) the paper's in bench/bench_recipe.py.
+   target without gradient (``consistency_stopgrad``): its CNNs run forward only, and a robust
+   step costs about 1.6x the paper's (bench/results/neardup.md).
 
 ``init`` starts from any PEMT checkpoint (one written by ``pemt train`` or ``pemt import
 avbert``): its weights and config; the objectives' heads start fresh.
