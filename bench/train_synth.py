@@ -27,6 +27,7 @@ import sys
 import time
 from collections import Counter
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -140,8 +141,13 @@ def main() -> int:
     ap.add_argument("--budget-min", type=float, default=11.0, help="both training runs together")
     ap.add_argument("--lr", type=float, default=5e-4)
     ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--modes", default="content,uniform", help="negative sampling runs")
+    ap.add_argument("--modes", default="content,uniform",
+                    help="runs: negative sampling, optionally +robust for the robust recipe "
+                    "(e.g. content,content+robust)")  # fmt: skip
     ap.add_argument("--quick", action="store_true", help="pilot: tiny set, 3-min budget, no file")
+    ap.add_argument("--steps", type=int, help="steps per run instead of the budget (on a loaded "
+                    "machine the calibrated step is slow and the budget buys few steps)")  # fmt: skip
+    ap.add_argument("--keep-data", action="store_true", help="reuse the clips and shards in --work")
     ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "train.md"))
     args = ap.parse_args()
     if args.quick:
@@ -149,19 +155,28 @@ def main() -> int:
     torch.set_num_threads(args.threads)
     cfg = get_config("small")
     work = Path(args.work)
-    shutil.rmtree(work, ignore_errors=True)
+    train_sh, test_sh = work / "train_shards", work / "test_shards"
+    reuse = args.keep_data and train_sh.is_dir() and test_sh.is_dir()
+    if not reuse:
+        shutil.rmtree(work, ignore_errors=True)
+    for old in work.glob("run_*"):
+        shutil.rmtree(old)
     t_all = time.perf_counter()
     info = machine()
     print(info, flush=True)
 
     t0 = time.perf_counter()
-    rep = make_synth_dataset(work / "train", args.train_clips, classes=args.classes, seconds=args.seconds,
-                             seed=1, progress=False)  # fmt: skip
-    make_synth_dataset(work / "test", args.test_clips, classes=args.classes, seconds=args.seconds, seed=2,
-                       progress=False)  # fmt: skip
-    train_sh, test_sh = work / "train_shards", work / "test_shards"
-    make_shards(work / "train", train_sh, shard_size=64, progress=False, decode_check=False)
-    make_shards(work / "test", test_sh, shard_size=64, progress=False, decode_check=False)
+    if reuse:
+        from pemt.data.synth import espeak_available
+
+        rep = SimpleNamespace(speech=espeak_available())
+    else:
+        rep = make_synth_dataset(work / "train", args.train_clips, classes=args.classes,
+                                 seconds=args.seconds, seed=1, progress=False)  # fmt: skip
+        make_synth_dataset(work / "test", args.test_clips, classes=args.classes, seconds=args.seconds,
+                           seed=2, progress=False)  # fmt: skip
+        make_shards(work / "train", train_sh, shard_size=64, progress=False, decode_check=False)
+        make_shards(work / "test", test_sh, shard_size=64, progress=False, decode_check=False)
     t_data = time.perf_counter() - t0
     print(f"data: {t_data:.0f} s, speech={rep.speech}", flush=True)
 
@@ -172,6 +187,8 @@ def main() -> int:
     modes = args.modes.split(",")
     per_run_s = args.budget_min * 60 / len(modes)
     steps = max(10, int(per_run_s / (per_step * 1.25)))  # 25% headroom for the loader and logging
+    if args.steps:
+        steps = args.steps
     print(f"one step {per_step:.2f} s -> {steps} steps per run", flush=True)
 
     torch.manual_seed(0)
@@ -179,7 +196,9 @@ def main() -> int:
     print("untrained", untrained, flush=True)
     results: dict[str, dict[str, Any]] = {"untrained": {**untrained, "train_s": 0.0, "steps": 0}}
     for mode in modes:
-        tcfg = TrainConfig(**base, steps=steps, warmup=max(1, steps // 10), negatives=mode)
+        negatives, _, recipe = mode.partition("+")
+        tcfg = TrainConfig(**base, steps=steps, warmup=max(1, steps // 10), negatives=negatives,
+                           recipe=recipe or "paper")  # fmt: skip
         out = work / f"run_{mode}"
         t0 = time.perf_counter()
         last = train(cfg, str(train_sh), out, tcfg)
@@ -197,7 +216,9 @@ def main() -> int:
     lines = [
         "# Training on the synthetic audio-visual set (`bench/train_synth.py`)",
         "",
-        f"Command: `.venv/bin/python bench/train_synth.py{' --quick' if args.quick else ''}`  ",
+        f"Command: `.venv/bin/python bench/train_synth.py{' --quick' if args.quick else ''}"
+        f"{' --modes ' + args.modes if args.modes != 'content,uniform' else ''}"
+        f"{f' --steps {args.steps}' if args.steps else ''}`  ",
         f"Machine: {info}  ",
         f"Data: {args.train_clips} training + {args.test_clips} held-out clips (different seeds), "
         f"{args.classes} classes, {args.seconds:g} s each, H.264/AAC 128x96 16 fps; sound: "
@@ -206,8 +227,13 @@ def main() -> int:
         f"Model: `small` ({sum(p.numel() for p in build_model(cfg).parameters()) / 1e6:.2f} M parameters), "
         f"batch {args.batch_size}, AdamW lr {args.lr:g} (warmup 10%, cosine), mask ratio 0.3, "
         f"16 negatives, learnable temperature, 1 loader worker, {args.threads} torch thread(s).  ",
-        f"Budget: {args.budget_min:g} min for both runs; one step measured at {per_step:.2f} s -> "
-        f"{steps} steps per run ({steps * args.batch_size} clips, "
+        (
+            f"Steps fixed by --steps (one step measured at {per_step:.2f} s): {steps} steps per run"
+            if args.steps
+            else f"Budget: {args.budget_min:g} min for both runs; one step measured at "
+            f"{per_step:.2f} s -> {steps} steps per run"
+        )
+        + f" ({steps * args.batch_size} clips, "
         f"{steps * args.batch_size / args.train_clips:.1f} epochs). Measured training time "
         f"{train_total / 60:.1f} min for both runs; whole script {total / 60:.1f} min.",
         "",
@@ -221,7 +247,9 @@ def main() -> int:
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     names = {"untrained": "untrained (same init)", "content": "trained, content-aware negatives",
-             "uniform": "trained, uniform negatives"}  # fmt: skip
+             "uniform": "trained, uniform negatives",
+             "content+robust": "trained, content-aware negatives, robust recipe",
+             "uniform+robust": "trained, uniform negatives, robust recipe"}  # fmt: skip
     for key, r in results.items():
         lines.append(
             f"| {names[key]} | {r['steps']} | {r['train_s'] / 60:.1f} min | {r['a2v_r1']:.3f} | "

@@ -17,6 +17,7 @@ _COMMAND_MODULES = (
     "pemt.data.cli",  # data synth
     "pemt.triton_serve",  # triton serve
     "clients.bulk.cli",  # index bulk (Ray; imported only when run)
+    "pemt.eval.cli",  # eval neardup
 )
 
 

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from pemt.train.losses import (
+    augmentation_consistency,
     clip_contrastive,
     correct_pair_loss,
     info_nce,
@@ -150,3 +151,30 @@ def test_content_negatives_are_harder_than_uniform() -> None:
     easy = masked_embedding_loss(targets, targets, masked, valid, mode="uniform",
                                  generator=torch.Generator().manual_seed(2), **kw)  # fmt: skip
     assert hard.item() > easy.item()
+
+
+def test_augmentation_consistency_closed_form() -> None:
+    b = 4
+    z = torch.eye(8)[:b]  # B orthogonal unit windows, both views identical
+    for t in (1.0, 0.1):
+        got = augmentation_consistency(z, z.clone(), t).item()
+        assert got == pytest.approx(
+            math.log(1 + (2 * b - 2) * math.exp(-1 / t)), rel=1e-5, abs=1e-6
+        )
+    # views scaled differently: cosine, so the same value
+    assert augmentation_consistency(3 * z, 0.5 * z, 0.1).item() == pytest.approx(
+        augmentation_consistency(z, z, 0.1).item(), rel=1e-5
+    )
+
+
+def test_augmentation_consistency_prefers_matching_views() -> None:
+    a = torch.nn.functional.normalize(torch.randn(6, 16), dim=-1)
+    near = a + 0.05 * torch.randn(6, 16)
+    matched = augmentation_consistency(a, near, 0.1).item()
+    shuffled = augmentation_consistency(a, near.roll(1, 0), 0.1).item()
+    assert matched < 0.1 < shuffled
+    # all 2B vectors equal: each query sees 1 positive and 2B - 2 equal negatives
+    same = torch.ones(3, 4)
+    assert augmentation_consistency(same, same, 0.5).item() == pytest.approx(math.log(5), rel=1e-5)
+    with pytest.raises(ValueError, match="B >= 2"):
+        augmentation_consistency(a[:1], a[:1], 0.1)

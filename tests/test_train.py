@@ -209,3 +209,45 @@ def test_sigterm_saves_and_resume_finishes(shards: Path, tmp_path: Path) -> None
     assert not (out / "model.safetensors").exists()
     done = train(CFG, str(shards), out, _tc(steps=stopped + 1, checkpoint_every=1000), resume=True)
     assert done["exit"] == "done" and done["final_step"] == stopped + 1
+
+
+def test_loader_views_are_seeded_edited_copies(shards: Path) -> None:
+    kw = dict(batch_size=3, seed=5, num_workers=0, shuffle_buffer=4, views=True)
+    a, b = (
+        _take(ShardLoader(str(shards), CFG.media, **kw), 2),
+        _take(ShardLoader(str(shards), CFG.media, **kw), 2),
+    )
+    plain = _take(ShardLoader(str(shards), CFG.media, **{**kw, "views": False}), 2)
+    for x, y, p in zip(a, b, plain, strict=True):
+        assert x["key"] == p["key"]  # the same windows, edited
+        for k in ("frames", "audio", "visual_mask", "audio_mask"):
+            for name in (k, f"{k}_b"):
+                assert torch.equal(x[name], y[name]), name  # same seed, same views
+                assert x[name].shape == p[k].shape and x[name].dtype == p[k].dtype
+        assert not torch.equal(x["frames"], x["frames_b"])  # two different views
+        assert not torch.equal(x["frames"], p["frames"])
+
+
+def test_robust_recipe_trains_and_init_starts_from_a_checkpoint(
+    shards: Path, tmp_path: Path
+) -> None:
+    first = train(CFG, str(shards), tmp_path / "a", _tc(steps=2, recipe="robust"))
+    assert first["exit"] == "done"
+    for k in ("cons_fused", "cons_visual", "cons_audio"):
+        assert first[k] == first[k] and first[k] > 0, k  # computed, not NaN
+    start = tmp_path / "a" / "model.safetensors"
+    # lr 0: the weights stay the init's (BatchNorm running statistics still move)
+    tuned = train(
+        CFG, str(shards), tmp_path / "b", _tc(steps=1, lr=0.0, recipe="robust", init=str(start))
+    )
+    assert tuned["exit"] == "done"
+    a, b = pemt.load(start), pemt.load(tmp_path / "b" / "model.safetensors")
+    params_b = dict(b.named_parameters())
+    for name, p in a.named_parameters():
+        assert torch.equal(p, params_b[name]), name
+    fresh = train(CFG, str(shards), tmp_path / "c", _tc(steps=1, lr=0.0))
+    assert fresh["exit"] == "done"
+    c = dict(pemt.load(tmp_path / "c" / "model.safetensors").named_parameters())
+    assert any(not torch.equal(p, c[n]) for n, p in a.named_parameters())
+    with pytest.raises(ValueError, match="differs from --config"):
+        train(get_config("small"), str(shards), tmp_path / "d", _tc(steps=1, init=str(start)))

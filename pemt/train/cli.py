@@ -56,13 +56,30 @@ def _train(args: argparse.Namespace) -> int:
     kw = {k: v for k, v in vars(args).items() if k in names and v is not None}
     kw["progress"] = not args.quiet
     tcfg = TrainConfig(**kw)
-    cfg = load_config(args.config)
+    if args.config is None and args.init is None:
+        raise ValueError("pass --config (paper | small | tiny | a JSON file) or --init CHECKPOINT")
+    if args.config is not None:
+        cfg = load_config(args.config)
+    else:  # fine-tune the checkpoint's own model
+        from pemt.model import load as load_model
+
+        cfg = load_model(args.init).cfg
     last = train(cfg, args.shards, args.out, tcfg, resume=args.resume)
     if int(os.environ.get("RANK", "0")) != 0:  # under torchrun only rank 0 reports
         return 0 if last.get("exit") == "done" else 143
     summary = {
         k: last[k]
-        for k in ("final_step", "loss", "mep", "pair", "clip", "bad_samples")
+        for k in (
+            "final_step",
+            "loss",
+            "mep",
+            "pair",
+            "clip",
+            "cons_fused",
+            "cons_visual",
+            "cons_audio",
+            "bad_samples",
+        )
         if k in last
     }
     print(f"train {last.get('exit')}: {json.dumps(summary)}; weights in {args.out}/model.safetensors"
@@ -91,7 +108,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Train PEMT. Under torchrun every process trains one rank "
         "(gloo on CPU, nccl on GPU).",
     )  # fmt: skip
-    t.add_argument("--config", required=True, help="paper | small | tiny | path to a JSON config")
+    t.add_argument("--config", help="paper | small | tiny | path to a JSON config "
+                   "(default with --init: the checkpoint's)")  # fmt: skip
+    t.add_argument("--init", help="start from this PEMT checkpoint (pemt train, pemt import "
+                   "avbert); the objectives' heads start fresh")  # fmt: skip
+    t.add_argument("--recipe", choices=["paper", "robust"],
+                   help="paper: the paper's objectives (default); robust: plus augmentation "
+                   "consistency between two edited views of every window (near-duplicate search)")  # fmt: skip
+    t.add_argument("--w-cons-fused", type=float, help="robust: weight on the fused embedding")
+    t.add_argument("--w-cons-visual", type=float, help="robust: weight on visual_embedding")
+    t.add_argument("--w-cons-audio", type=float, help="robust: weight on audio_embedding")
+    t.add_argument("--consistency-temperature", type=float, help="robust: NT-Xent temperature")
+    t.add_argument("--first-view-edits", type=float,
+                   help="robust: scale of the first view's edit probabilities (default 0.3)")  # fmt: skip
+    t.add_argument("--consistency-both-grad", dest="consistency_stopgrad", action="store_false",
+                   default=None, help="robust: gradients through both views (2x the CNN cost)")  # fmt: skip
     t.add_argument("--shards", required=True, help="path, dir, glob, {a..b} pattern or pipe: URL")
     t.add_argument("--out", required=True, help="output folder (checkpoints, metrics, tb)")
     t.add_argument("--resume", action="store_true", help="continue from OUT/latest")

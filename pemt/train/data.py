@@ -12,7 +12,12 @@ DDP rank runs the same number of steps whatever the shard sizes. For epoch ``e``
    and one window is kept: a random one (``(seed, e, slot, position)``) for training, the first
    for evaluation. A sample that fails to decode is skipped and counted, never a crash;
 5. ``batch_size`` decoded windows make a batch (:func:`pemt.media.batch_windows` arrays as
-   tensors, plus ``label``, ``key`` lists).
+   tensors, plus ``label``, ``key`` lists);
+6. with ``views=True`` (``pemt train --recipe robust``) the worker also edits every window twice
+   (:func:`pemt.edits.views`, seeded with ``(seed, e, slot, position)``; ``view_scales``
+   scales each view's edit probabilities): the batch's arrays are the first view and
+   ``frames_b``, ``audio_b``, ``visual_mask_b``, ``audio_mask_b`` the second, for the
+   augmentation-consistency objective.
 
 Resuming: :meth:`ShardLoader.state_dict` holds, per worker slot, the epoch and the number of
 samples that left its shuffle buffer and went into emitted batches, plus the batch count. A new
@@ -101,12 +106,30 @@ def decode_sample(
     return chosen, meta
 
 
+VIEW_KEYS = ("frames", "audio", "visual_mask", "audio_mask")
+
+
 def _collate(
-    windows: list[Any], metas: list[dict[str, Any]], keys: list[str], media_cfg: MediaConfig
+    windows: list[Any],
+    metas: list[dict[str, Any]],
+    keys: list[str],
+    media_cfg: MediaConfig,
+    views_rng: np.random.Generator | None = None,
+    view_scales: tuple[float, float] = (1.0, 1.0),
 ) -> dict[str, Any]:
     from pemt.media import batch_windows
 
     arrays = batch_windows(windows, media_cfg)
+    if views_rng is not None:  # two edited views of every window (pemt.edits)
+        from pemt.edits import views
+
+        rows = list(zip(*(arrays[k] for k in VIEW_KEYS), strict=True))
+        pairs = views(rows, views_rng, media_cfg, view_scales)
+        for j, suffix in enumerate(("", "_b")):
+            arrays[f"frames{suffix}"] = np.stack([p[j].frames for p in pairs])
+            arrays[f"audio{suffix}"] = np.stack([p[j].audio for p in pairs])
+            arrays[f"visual_mask{suffix}"] = np.stack([p[j].visual_mask for p in pairs])
+            arrays[f"audio_mask{suffix}"] = np.stack([p[j].audio_mask for p in pairs])
     batch: dict[str, Any] = {
         k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in arrays.items()
     }
@@ -136,8 +159,11 @@ class ShardStream(IterableDataset):
         train: bool,
         state: LoaderState | None,
         decoder: str | None = None,
+        views: bool = False,
+        view_scales: tuple[float, float] = (1.0, 1.0),
     ) -> None:
         self.urls = urls
+        self.views, self.view_scales = views, view_scales
         self.media_cfg = media_cfg
         self.batch_size = batch_size
         self.seed = seed
@@ -209,7 +235,8 @@ class ShardStream(IterableDataset):
                 metas.append(meta)
                 keys.append(f"{sample['__url__']}#{sample['__key__']}")
                 if len(windows) == self.batch_size:
-                    batch = _collate(windows, metas, keys, self.media_cfg)
+                    vrng = _seed(self.seed, epoch, slot, pos, 2) if self.views else None
+                    batch = _collate(windows, metas, keys, self.media_cfg, vrng, self.view_scales)
                     batch["__worker__"] = logical
                     batch["__epoch__"], batch["__pos__"], batch["__bad__"] = epoch, pos, bad
                     batch["__errors__"] = len(errors)
@@ -235,6 +262,8 @@ class ShardStream(IterableDataset):
 class ShardLoader:
     """Batches from shards for one rank, with ``num_workers`` decoding processes.
 
+    ``views=True`` adds two edited views of every window (module docstring, step 6).
+
     ``iter(loader)`` streams forever (training) or one pass (``train=False``: shards in order,
     no shuffle, first window of each clip). ``state_dict()`` after any number of batches and a
     new ``ShardLoader(..., state=that)`` continues with exactly the next batch.
@@ -254,6 +283,8 @@ class ShardLoader:
         train: bool = True,
         state: LoaderState | None = None,
         decoder: str | None = None,
+        views: bool = False,
+        view_scales: tuple[float, float] = (1.0, 1.0),
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
@@ -265,6 +296,7 @@ class ShardLoader:
         from pemt.media import resolve_decoder
 
         self.decoder = resolve_decoder(decoder)  # checked here, not in every worker
+        self.views, self.view_scales = views, (float(view_scales[0]), float(view_scales[1]))
         slots = max(1, num_workers)
         if state is not None:
             if len(state["workers"]) != slots or state.get("world_size", 1) != world_size:
@@ -311,7 +343,8 @@ class ShardLoader:
             self.urls, self.media_cfg, batch_size=self.batch_size, seed=self.seed,
             shuffle_buffer=self.shuffle_buffer, rank=self.rank, world_size=self.world_size,
             num_workers=self.num_workers, train=self.train, decoder=self.decoder,
-            state=self.state_dict() if self._state["batches"] else None,
+            state=self.state_dict() if self._state["batches"] else None, views=self.views,
+            view_scales=self.view_scales,
         )  # fmt: skip
         loader = DataLoader(
             dataset,

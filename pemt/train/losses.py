@@ -8,6 +8,8 @@
   must pick its true CNN feature among K negatives drawn from the other segments of the batch.
 - :func:`correct_pair_loss`: binary, audio and video of the same clip vs swapped
   (:func:`swap_pairs` builds the swapped batch).
+- :func:`augmentation_consistency`: two differently edited views of the same window must embed
+  close and other windows far (NT-Xent over both views of the batch); ``--recipe robust``.
 - Negative sampling (:func:`negative_probabilities`, :func:`sample_negatives`): ``uniform``, or
   ``content``-aware: softmax(cosine(positive, candidate) / tau) in CNN space, so negatives more
   similar to the positive are drawn more often.
@@ -25,6 +27,7 @@ from torch import Tensor
 
 __all__ = [
     "NEGATIVE_MODES",
+    "augmentation_consistency",
     "clip_contrastive",
     "correct_pair_loss",
     "info_nce",
@@ -73,6 +76,29 @@ def clip_contrastive(
     inverse = torch.empty_like(targets)
     inverse[targets] = torch.arange(len(targets), device=targets.device)
     return 0.5 * (F.cross_entropy(logits, targets) + F.cross_entropy(logits.T, inverse))
+
+
+def augmentation_consistency(view_a: Tensor, view_b: Tensor, temperature: float | Tensor) -> Tensor:
+    """NT-Xent between two edited views of the same windows: view_a, view_b (B, D), row i of
+    both from window i.
+
+    Every one of the 2B vectors is a query; its positive is the other view of its window, its
+    2B - 2 negatives are both views of the other windows (cosine / temperature). Returns the
+    mean cross-entropy. With unit vectors, ``view_a == view_b`` and the B windows orthogonal,
+    the loss is ``log(1 + (2B - 2) * exp(-1 / temperature))``; it needs B >= 2.
+    """
+    if view_a.shape != view_b.shape or view_a.ndim != 2 or len(view_a) < 2:
+        raise ValueError(
+            f"augmentation_consistency needs two (B, D) views with B >= 2, got "
+            f"{tuple(view_a.shape)} and {tuple(view_b.shape)}"
+        )
+    z = F.normalize(torch.cat([view_a, view_b]).float(), dim=-1)  # (2B, D)
+    b = len(view_a)
+    logits = z @ z.T / temperature  # (2B, 2B)
+    self_mask = torch.eye(2 * b, dtype=torch.bool, device=z.device)
+    logits = logits.masked_fill(self_mask, -math.inf)  # a vector is not its own candidate
+    target = torch.arange(2 * b, device=z.device).roll(b)  # i <-> i + B
+    return F.cross_entropy(logits, target)
 
 
 def correct_pair_loss(logits: Tensor, is_pair: Tensor) -> Tensor:

@@ -11,7 +11,20 @@ One optimizer step = ``accum`` micro-batches. Each micro-batch (:class:`TrainSte
 3. correct pair prediction: about ``pair_fraction`` of the rows get another clip's audio; a head on
    the multimodal ``embedding`` says whether audio and video belong together;
 4. clip-level symmetric InfoNCE between ``visual_embedding`` and ``audio_embedding`` (aligned
-   through the swap), learnable or fixed temperature.
+   through the swap), learnable or fixed temperature;
+5. ``recipe="robust"`` only: augmentation consistency. The loader hands two differently edited
+   views of every window (:mod:`pemt.edits`: re-encode damage, crop, padding, flip, grey,
+   colour, overlay, picture-in-picture, frame rate, speed, trim, sound gain/noise/band loss;
+   each view edits the picture, the sound or both; the first view lightly,
+   ``first_view_edits``); the objectives above train on the first view, and :func:`pemt.train.losses.augmentation_consistency`
+   pulls the two views' ``embedding``, ``visual_embedding`` and ``audio_embedding`` together
+   (unmasked, unswapped forwards) against the other windows of the batch, weighted
+   ``w_cons_fused``, ``w_cons_visual``, ``w_cons_audio``. By default the second view is a
+   target without gradient (``consistency_stopgrad``): its CNNs run forward only, and a robust
+   step costs about 1.6x the paper's (bench/results/neardup.md).
+
+``init`` starts from any PEMT checkpoint (one written by ``pemt train`` or ``pemt import
+avbert``): its weights and config; the objectives' heads start fresh.
 
 Randomness of masking, swapping and negative sampling comes from a generator seeded with
 ``(seed, step, rank, micro)``; dropout uses torch's global RNG, which is saved. Checkpoints:
@@ -53,6 +66,7 @@ from torch.utils.checkpoint import checkpoint
 from pemt.config import ModelConfig
 from pemt.train.losses import (
     NEGATIVE_MODES,
+    augmentation_consistency,
     clip_contrastive,
     correct_pair_loss,
     mask_segments,
@@ -60,7 +74,9 @@ from pemt.train.losses import (
     swap_pairs,
 )
 
-__all__ = ["PretrainHeads", "TrainConfig", "TrainStep", "encode_segments", "train"]
+__all__ = ["RECIPES", "PretrainHeads", "TrainConfig", "TrainStep", "encode_segments", "train"]
+
+RECIPES = ("paper", "robust")  # robust = paper + augmentation consistency on edited views
 
 
 @dataclass
@@ -83,6 +99,18 @@ class TrainConfig:
     w_mep: float = 1.0
     w_pair: float = 1.0
     w_clip: float = 1.0
+    recipe: str = "paper"  # one of RECIPES
+    w_cons_fused: float = 1.0  # robust: consistency weight on `embedding`
+    w_cons_visual: float = 1.0  # ... on `visual_embedding`
+    w_cons_audio: float = 1.0  # ... on `audio_embedding`
+    consistency_temperature: float = 0.07
+    # robust: the second view is a target without gradient (MoCo-style keys from the same
+    # weights): its CNNs run forward only, a third of their training cost
+    consistency_stopgrad: bool = True
+    # robust: the first view draws each edit with this times its probability (pemt.edits
+    # VIEW_EDITS; the paper's objectives train on it), the second with the full probability
+    first_view_edits: float = 0.3
+    init: str | None = None  # start from this PEMT checkpoint's weights
     checkpoint_every: int = 500
     keep: int = 3
     log_every: int = 10
@@ -98,6 +126,8 @@ class TrainConfig:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        if self.recipe not in RECIPES:
+            raise ValueError(f"--recipe {self.recipe!r} is not one of {list(RECIPES)}")
         if self.negatives not in NEGATIVE_MODES:
             raise ValueError(f"--negatives {self.negatives!r} is not one of {list(NEGATIVE_MODES)}")
         if self.steps < 1 or self.batch_size < 1 or self.accum < 1:
@@ -237,7 +267,53 @@ class TrainStep(nn.Module):
             "pair_acc": pair_acc,
             "temperature": float(tau.detach()),
         }
+        if tc.recipe == "robust":
+            if "frames_b" not in batch:
+                raise ValueError("recipe 'robust' needs a loader with views=True (frames_b, ...)")
+            first = (vfeat, afeat, vm, am)
+            cons, cparts = self._consistency(first, batch, ck)
+            loss = loss + cons
+            parts.update(cparts)
         return loss, parts
+
+    def _consistency(
+        self, first: tuple[torch.Tensor, ...], batch: dict[str, torch.Tensor], ck: dict[str, Any]
+    ) -> tuple[torch.Tensor, dict[str, float]]:
+        """Augmentation consistency between the first view (CNN features already computed) and
+        the second (``*_b`` keys), on the three clip vectors of unmasked forwards."""
+        tc, m = self.tcfg, self.model
+        vm_b, am_b = batch["visual_mask_b"].bool(), batch["audio_mask_b"].bool()
+        t_b = (
+            int((vm_b | am_b).any(0).nonzero().max().item()) + 1 if bool((vm_b | am_b).any()) else 1
+        )
+        vm_b, am_b = vm_b[:, :t_b], am_b[:, :t_b]
+        with torch.no_grad() if tc.consistency_stopgrad else contextlib.nullcontext():
+            vfeat_b = encode_segments(m.encode_visual, batch["frames_b"][:, :t_b], vm_b, **ck)
+            afeat_b = encode_segments(m.encode_audio, batch["audio_b"][:, :t_b], am_b, **ck)
+            out_b = m.forward_features(vfeat_b, afeat_b, vm_b, am_b)  # type: ignore[operator]
+        vfeat, afeat, vm, am = first
+        out_a = m.forward_features(vfeat, afeat, vm, am)  # type: ignore[operator]
+        rows = {
+            "embedding": (vm | am).any(1) & (vm_b | am_b).any(1),
+            "visual_embedding": vm.any(1) & vm_b.any(1),
+            "audio_embedding": am.any(1) & am_b.any(1),
+        }
+        weights = {"embedding": tc.w_cons_fused, "visual_embedding": tc.w_cons_visual,
+                   "audio_embedding": tc.w_cons_audio}  # fmt: skip
+        names = {"embedding": "cons_fused", "visual_embedding": "cons_visual",
+                 "audio_embedding": "cons_audio"}  # fmt: skip
+        total = out_a["embedding"].sum() * 0.0
+        parts: dict[str, float] = {}
+        for key, sel in rows.items():
+            if weights[key] == 0 or int(sel.sum()) < 2:
+                parts[names[key]] = float("nan")
+                continue
+            value = augmentation_consistency(
+                out_a[key][sel], out_b[key][sel], tc.consistency_temperature
+            )
+            total = total + weights[key] * value
+            parts[names[key]] = float(value.detach())
+        return total, parts
 
 
 # --- distributed, schedule, checkpoints ----------------------------------------------------
@@ -375,6 +451,19 @@ def train(
         torch.set_num_threads(tcfg.threads)
 
     model = build_model(model_cfg)
+    if tcfg.init and not resume:
+        start = load_model(tcfg.init)
+        if start.folded:
+            raise ValueError(
+                f"--init {tcfg.init} holds folded (export-form) weights; start from the "
+                "checkpoint that was trained or imported, before export"
+            )
+        if start.cfg != model_cfg:
+            raise ValueError(
+                f"--init {tcfg.init} was built with config {start.cfg.name!r}, which differs from "
+                f"--config {model_cfg.name!r}; leave --config out to train the checkpoint's own"
+            )
+        model.load_state_dict(start.state_dict())
     heads = PretrainHeads(model_cfg, tcfg)
     start_step, state = 0, None
     if resume:
@@ -420,6 +509,7 @@ def train(
         num_workers=tcfg.workers, rank=d.rank, world_size=d.world,
         shuffle_buffer=tcfg.shuffle_buffer, train=True,
         state=state["loader"][d.rank] if state is not None else None,
+        views=tcfg.recipe == "robust", view_scales=(tcfg.first_view_edits, 1.0),
     )  # fmt: skip
     batches = iter(loader)
 
