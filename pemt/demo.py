@@ -106,7 +106,7 @@ def prepare_model(steps: int, triton: bool = False) -> Path:
         _pemt("train", "--config", "small", "--shards", CACHE / "shards", "--out", run_dir,
               "--steps", str(steps), "--batch-size", "8", "--warmup", str(max(1, steps // 10)),
               "--lr", "5e-4", "--threads", "1", "--checkpoint-every", str(steps),
-              "--log-every", "25", "--recipe", "robust")  # fmt: skip
+              "--log-every", "25", "--recipe", "robust", "--decode-cache-mb", "1024")  # fmt: skip
     repo = CACHE / ("model_repository_triton" if triton else "model_repository")
     if not (repo / "pemt" / "1" / "model.onnx").is_file() or (
         (repo / "pemt" / "1" / "model.onnx").stat().st_mtime < ckpt.stat().st_mtime

@@ -87,6 +87,37 @@ def test_loader_deterministic_resumable_and_skips_bad(shards: Path) -> None:
     assert _keys(other) != _keys(first[:2])
 
 
+def test_decode_cache_gives_the_same_batches_and_decodes_once(
+    shards: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import pemt.train.data as data
+
+    calls: list[str] = []
+    real = data.decode_sample
+
+    def counted(sample, *a, **k):  # the real decoder, counted
+        calls.append(sample["__key__"])
+        return real(sample, *a, **k)
+
+    monkeypatch.setattr(data, "decode_sample", counted)
+    kw = dict(batch_size=3, seed=3, num_workers=0, shuffle_buffer=4, views=True)
+    n = 12  # 36 samples: more than two epochs of 14 good + 1 bad
+    plain = _take(ShardLoader(str(shards), CFG.media, **kw), n)
+    plain_calls = len(calls)
+    calls.clear()
+    cached = _take(ShardLoader(str(shards), CFG.media, **kw, decode_cache_bytes=64 << 20), n)
+    for x, y in zip(plain, cached, strict=True):
+        assert x["key"] == y["key"]
+        for k in ("frames", "audio", "visual_mask", "audio_mask", "frames_b", "audio_b"):
+            assert torch.equal(x[k], y[k]), k
+    # every good clip decoded once; the bad one is tried again each epoch (and skipped again)
+    assert len(set(calls) - {"99999999"}) == 14 and len(calls) - calls.count("99999999") == 14
+    assert plain_calls >= 36 and calls.count("99999999") >= 2
+    calls.clear()
+    _take(ShardLoader(str(shards), CFG.media, **kw, decode_cache_bytes=1), n)  # budget too small
+    assert len(calls) == plain_calls  # nothing kept: decoded every time, as without a cache
+
+
 def test_loader_splits_ranks_disjointly(shards: Path) -> None:
     seen = []
     for rank in range(2):

@@ -147,6 +147,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     t.add_argument("--keep", type=int, help="checkpoints to keep")
     t.add_argument("--log-every", type=int)
     t.add_argument("--workers", type=int, help="decoding processes per rank")
+    t.add_argument(
+        "--decode-cache-mb",
+        type=int,
+        help="keep decoded windows for later epochs, up to this many MiB (default 0)",
+    )
     t.add_argument("--shuffle-buffer", type=int)
     t.add_argument("--seed", type=int)
     t.add_argument("--activation-checkpointing", action="store_true", default=None)

@@ -10,7 +10,10 @@ DDP rank runs the same number of steps whatever the shard sizes. For epoch ``e``
 3. each slot passes its samples through a shuffle buffer seeded with ``(seed, e, slot)``;
 4. each sample is decoded in the worker by :mod:`pemt.media` (the preprocessing serving uses)
    and one window is kept: a random one (``(seed, e, slot, position)``) for training, the first
-   for evaluation. A sample that fails to decode is skipped and counted, never a crash;
+   for evaluation. A sample that fails to decode is skipped and counted, never a crash.
+   With ``decode_cache_bytes`` each worker keeps decoded windows (keyed by shard, sample and
+   window) up to its share of that many bytes and reuses them in later epochs: a small dataset
+   trained for many epochs is decoded once. The batches are the same with or without it;
 5. ``batch_size`` decoded windows make a batch (:func:`pemt.media.batch_windows` arrays as
    tensors, plus ``label``, ``key`` lists);
 6. with ``views=True`` (``pemt train --recipe robust``) the worker also edits every window twice
@@ -87,15 +90,8 @@ def decode_sample(
     from pemt.media import iter_windows
 
     data, meta = _media_bytes(sample)
-    spread = media_cfg.layout == "spread"  # one window per video: nothing to choose
-    stride = None if spread else media_cfg.segment_seconds
-    index = 0
-    if rng is not None and stride is not None:
-        duration = float(meta.get("duration") or 0.0)
-        n = max(
-            1, math.floor((duration - media_cfg.window_seconds) / media_cfg.segment_seconds) + 1
-        )
-        index = int(rng.integers(n))
+    stride = None if media_cfg.layout == "spread" else media_cfg.segment_seconds
+    index = _window_index(sample, media_cfg, rng, meta)
     chosen = None
     for w in iter_windows(bytes(data), media_cfg, stride_s=stride, decoder=decoder):
         chosen = w
@@ -104,6 +100,23 @@ def decode_sample(
     if chosen is None:
         raise ValueError(f"sample {sample.get('__key__')}: no window decoded")
     return chosen, meta
+
+
+def _window_index(
+    sample: dict[str, Any],
+    media_cfg: MediaConfig,
+    rng: np.random.Generator | None,
+    meta: dict[str, Any] | None = None,
+) -> int:
+    """Which window of the sample to keep: a random one (one-segment stride) for training, the
+    first for evaluation and for the spread layout (one window per video)."""
+    if rng is None or media_cfg.layout == "spread":
+        return 0
+    if meta is None:
+        meta = json.loads(sample["json"]) if sample.get("json") else {}
+    duration = float(meta.get("duration") or 0.0)
+    n = max(1, math.floor((duration - media_cfg.window_seconds) / media_cfg.segment_seconds) + 1)
+    return int(rng.integers(n))
 
 
 VIEW_KEYS = ("frames", "audio", "visual_mask", "audio_mask")
@@ -161,9 +174,13 @@ class ShardStream(IterableDataset):
         decoder: str | None = None,
         views: bool = False,
         view_scales: tuple[float, float] = (1.0, 1.0),
+        decode_cache_bytes: int = 0,
     ) -> None:
         self.urls = urls
         self.views, self.view_scales = views, view_scales
+        self.cache_budget = max(0, decode_cache_bytes) // max(1, num_workers)
+        self._cache: dict[tuple[str, str, int], tuple[Any, dict[str, Any]]] = {}
+        self._cache_used = 0
         self.media_cfg = media_cfg
         self.batch_size = batch_size
         self.seed = seed
@@ -202,6 +219,31 @@ class ShardStream(IterableDataset):
         rng.shuffle(buffer)  # type: ignore[arg-type]
         yield from buffer
 
+    def _decode(
+        self, sample: dict[str, Any], rng: np.random.Generator | None
+    ) -> tuple[Any, dict[str, Any]]:
+        """:func:`decode_sample`, through this worker's cache of decoded windows when it has a
+        budget. The window index is drawn here from ``rng`` exactly as decode_sample draws it,
+        so a cached window is the one decoding would give."""
+        if not self.cache_budget:
+            return decode_sample(sample, self.media_cfg, rng, self.decoder)
+        state = rng.bit_generator.state if rng is not None else None
+        index = _window_index(sample, self.media_cfg, rng)
+        key = (str(sample.get("__url__")), str(sample.get("__key__")), index)
+        hit = self._cache.get(key)
+        if hit is not None:
+            return hit
+        if rng is not None:
+            rng.bit_generator.state = state  # decode_sample draws the same index again
+        window, meta = decode_sample(sample, self.media_cfg, rng, self.decoder)
+        if not isinstance(window.frames, np.ndarray):
+            return window, meta  # frames on a GPU (NVDEC) are not kept
+        size = window.frames.nbytes + window.audio.nbytes + window.thumbnail.nbytes
+        if self._cache_used + size <= self.cache_budget:  # fill, never evict: no churn when full
+            self._cache[key] = (window, meta)
+            self._cache_used += size
+        return window, meta
+
     def __iter__(self) -> Iterator[dict[str, Any]]:
         info = get_worker_info()
         physical = info.id if info is not None else 0
@@ -223,7 +265,7 @@ class ShardStream(IterableDataset):
                     continue  # replay after a resume: already consumed
                 rng = _seed(self.seed, epoch, slot, pos) if self.train else None
                 try:
-                    window, meta = decode_sample(sample, self.media_cfg, rng, self.decoder)
+                    window, meta = self._decode(sample, rng)
                 except Exception as e:  # MediaError or anything a broken file triggers
                     bad += 1
                     if bad <= 10:
@@ -263,6 +305,8 @@ class ShardLoader:
     """Batches from shards for one rank, with ``num_workers`` decoding processes.
 
     ``views=True`` adds two edited views of every window (module docstring, step 6).
+    ``decode_cache_bytes``: decoded windows kept for later epochs, split over the workers
+    (module docstring, step 4).
 
     ``iter(loader)`` streams forever (training) or one pass (``train=False``: shards in order,
     no shuffle, first window of each clip). ``state_dict()`` after any number of batches and a
@@ -285,6 +329,7 @@ class ShardLoader:
         decoder: str | None = None,
         views: bool = False,
         view_scales: tuple[float, float] = (1.0, 1.0),
+        decode_cache_bytes: int = 0,
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
@@ -297,6 +342,7 @@ class ShardLoader:
 
         self.decoder = resolve_decoder(decoder)  # checked here, not in every worker
         self.views, self.view_scales = views, (float(view_scales[0]), float(view_scales[1]))
+        self.decode_cache_bytes = decode_cache_bytes
         slots = max(1, num_workers)
         if state is not None:
             if len(state["workers"]) != slots or state.get("world_size", 1) != world_size:
@@ -344,7 +390,7 @@ class ShardLoader:
             shuffle_buffer=self.shuffle_buffer, rank=self.rank, world_size=self.world_size,
             num_workers=self.num_workers, train=self.train, decoder=self.decoder,
             state=self.state_dict() if self._state["batches"] else None, views=self.views,
-            view_scales=self.view_scales,
+            view_scales=self.view_scales, decode_cache_bytes=self.decode_cache_bytes,
         )  # fmt: skip
         loader = DataLoader(
             dataset,
