@@ -80,18 +80,22 @@ def decode_sample(
     media_cfg: MediaConfig,
     rng: np.random.Generator | None,
     decoder: str | None = None,
+    *,
+    index: int | None = None,
 ) -> tuple[Any, dict[str, Any]]:
     """Decode one shard sample into one :class:`pemt.media.Window` and its metadata.
 
     ``rng`` picks a random window start (one-segment stride) for training; None takes the first
-    window (evaluation). ``decoder``: ``auto`` | ``cpu`` | ``nvdec`` (None: ``$PEMT_DECODER``;
+    window (evaluation); ``index`` overrides both with a window the caller chose.
+    ``decoder``: ``auto`` | ``cpu`` | ``nvdec`` (None: ``$PEMT_DECODER``;
     NVDEC frames come back as numpy). Raises MediaError (a ValueError) when the media is bad.
     """
     from pemt.media import iter_windows
 
     data, meta = _media_bytes(sample)
     stride = None if media_cfg.layout == "spread" else media_cfg.segment_seconds
-    index = _window_index(sample, media_cfg, rng, meta)
+    if index is None:
+        index = _window_index(sample, media_cfg, rng, meta)
     chosen = None
     for w in iter_windows(bytes(data), media_cfg, stride_s=stride, decoder=decoder):
         chosen = w
@@ -223,19 +227,16 @@ class ShardStream(IterableDataset):
         self, sample: dict[str, Any], rng: np.random.Generator | None
     ) -> tuple[Any, dict[str, Any]]:
         """:func:`decode_sample`, through this worker's cache of decoded windows when it has a
-        budget. The window index is drawn here from ``rng`` exactly as decode_sample draws it,
-        so a cached window is the one decoding would give."""
+        budget. The window index is drawn here from ``rng`` as decode_sample draws it, so a
+        cached window is the one decoding would give."""
         if not self.cache_budget:
             return decode_sample(sample, self.media_cfg, rng, self.decoder)
-        state = rng.bit_generator.state if rng is not None else None
         index = _window_index(sample, self.media_cfg, rng)
         key = (str(sample.get("__url__")), str(sample.get("__key__")), index)
         hit = self._cache.get(key)
         if hit is not None:
             return hit
-        if rng is not None:
-            rng.bit_generator.state = state  # decode_sample draws the same index again
-        window, meta = decode_sample(sample, self.media_cfg, rng, self.decoder)
+        window, meta = decode_sample(sample, self.media_cfg, None, self.decoder, index=index)
         if not isinstance(window.frames, np.ndarray):
             return window, meta  # frames on a GPU (NVDEC) are not kept
         size = window.frames.nbytes + window.audio.nbytes + window.thumbnail.nbytes
