@@ -22,9 +22,9 @@ import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
-from clients.sdk import DEFAULT_URL, Job, PemtClient, PemtError
+from clients.sdk import DEFAULT_URL, Job, Modality, PemtClient, PemtError, SearchModality
 
 __all__ = ["build_parser", "main"]
 
@@ -101,7 +101,9 @@ def build_parser() -> argparse.ArgumentParser:
         q.add_argument("--id", help="a stored item id")
         q.add_argument("--vector", type=_vector, help="a JSON list of numbers")
         s.add_argument("-k", type=int, default=10)
-        s.add_argument("--modality", choices=["fused", "audio", "visual"], default="fused")
+        # search also takes best: each item by its best shared vector (finds one-stream edits)
+        modalities = get_args(SearchModality if name == "search" else Modality)
+        s.add_argument("--modality", choices=modalities, default="fused")
         s.add_argument(
             "--filter", type=_json_object, help='metadata match, e.g. \'{"label": "dog"}\''
         )

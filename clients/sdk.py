@@ -72,6 +72,8 @@ DEFAULT_URL = "http://127.0.0.1:8080"
 
 FileLike = str | os.PathLike[str] | bytes | IO[bytes]
 Modality = Literal["fused", "audio", "visual"]
+# search only: "best" scores each item by its best shared vector (finds one-stream edits)
+SearchModality = Literal["fused", "audio", "visual", "best"]
 _RETRY_STATUS = (429, 503)
 # the request did not reach the service, or the connection broke before any answer
 _RETRY_ERRORS = (
@@ -133,6 +135,7 @@ class Hit:
     clip_id: str | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
     thumbnail_url: str | None = None
+    modality: str | None = None  # with modality="best": the vector that gave the score
 
 
 @dataclass(frozen=True)
@@ -226,6 +229,7 @@ def _hit(d: Mapping[str, Any]) -> Hit:
         clip_id=d.get("clip_id"),
         metadata=dict(d.get("metadata") or {}),
         thumbnail_url=d.get("thumbnail_url"),
+        modality=d.get("modality"),
     )
 
 
@@ -714,12 +718,14 @@ class PemtClient(_BaseClient):
         vector: Sequence[float] | None = None,
         k: int = 10,
         filter: Mapping[str, Any] | None = None,
-        modality: Modality = "fused",
+        modality: SearchModality = "fused",
         window: float | None = None,
         stride: float | None = None,
     ) -> SearchResult:
         """Nearest stored items to an upload (``window``/``stride`` cut it like ``embed``), a
-        stored id (its whole clip is left out of the results) or a vector."""
+        stored id (its whole clip is left out of the results) or a vector. ``modality="best"``
+        (an upload or an id) scores each item by its best shared vector and says which in
+        ``Hit.modality``: it finds copies edited in the picture or the sound only."""
         call = self._search_call(file, id, vector, k, filter, modality, window, stride)
         return _parse_search(self._send(call).json())
 
@@ -920,7 +926,7 @@ class AsyncPemtClient(_BaseClient):
         vector: Sequence[float] | None = None,
         k: int = 10,
         filter: Mapping[str, Any] | None = None,
-        modality: Modality = "fused",
+        modality: SearchModality = "fused",
         window: float | None = None,
         stride: float | None = None,
     ) -> SearchResult:

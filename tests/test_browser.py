@@ -218,12 +218,17 @@ def test_add_to_index_with_label(page, server: PemtServer, clips) -> None:
     assert page.inner_text("#file-name") == path.name
     page.check("#store")
     page.fill("#label", "query clip")
+    page.click("label[for=mod-best]")  # search by the best stream (the label vote stays on fused)
     page.click("#submit")
     page.wait_for_selector("#grid .card")
     page.wait_for_function(THUMBS_LOADED)
     # the stored windows of the upload itself are not listed as its own matches
     ids = page.eval_on_selector_all("#grid .card", "els => els.map((e) => e.dataset.id)")
     assert ids and all(i.startswith("seed") for i in ids), ids
+    subs = page.eval_on_selector_all("#grid .card .sub", "els => els.map((e) => e.textContent)")
+    assert all(re.search(r"matched on (sound|picture|sound and picture)$", t) for t in subs), subs
+    page.wait_for_selector("#class-bars .class-bar")
+    assert "best stream" in page.inner_text("#results-count")
     after = server.info()["count"]
     assert after > before
     page.wait_for_function(

@@ -16,11 +16,12 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args, get_type_hints
 
 import httpx
 import pytest
 
+from clients.cli import build_parser
 from clients.cli import main as cli_main
 from clients.sdk import AsyncPemtClient, EmbedResult, PemtClient, PemtError
 from pemt.media.encode import make_test_video
@@ -84,6 +85,9 @@ def test_sync_client_round_trip(server: ServerProcess, media: dict[str, Path]) -
         )
         assert "cat1" not in c.search(id="cat1", k=3).ids
         assert c.search(id="cat1", k=2, modality="audio").results
+        best = c.search(id="cat1", k=2, modality="best").results  # says which vector matched
+        assert len(best) == 2 and {h.modality for h in best} <= {"fused", "audio", "visual"}
+        assert all(h.modality is None for h in c.search(id="cat1", k=2).results)
         cls = c.classify(file=media["dog2"], k=2)
         assert cls.label == "dog" and set(cls.scores) == {"dog"}
         assert c.classify(id="cat0", k=1).label == "cat"
@@ -235,6 +239,8 @@ def test_cli(
     monkeypatch.setenv("PEMT_API_KEY", KEY)
     assert cli_main(["search", "--file", str(media["cat2"]), "-k", "1"]) == 0
     assert json.loads(capsys.readouterr().out)["results"][0]["id"] == "cli0"
+    assert cli_main(["search", "--id", "cli0", "-k", "1", "--modality", "best"]) == 0
+    assert json.loads(capsys.readouterr().out)["results"][0]["modality"] is not None
     assert cli_main(["classify", "--id", "cli0", "-k", "2"]) == 0
     assert json.loads(capsys.readouterr().out)["label"] in ("cat", "dog")
     assert cli_main(["list", "--limit", "50"]) == 0
@@ -582,3 +588,18 @@ def test_sdk_fields_match_the_service_schema(repo: Path, tmp_path: Path) -> None
         # path parameters travel in the URL; everything else must be sendable
         assert want_all - sent_all == set(), (name, want_all - sent_all)
     client.close()
+
+    # the modalities each query route takes (search also "best", classify not): the SDK's
+    # types and the CLI's choices are the service's, in JSON and multipart alike
+    parser = build_parser()
+    for name in ("search", "classify"):
+        content = ops[("post", f"/{name}")]["requestBody"]["content"]
+        enums = {c: body["schema"]["properties"]["modality"]["enum"] for c, body in content.items()}
+        sdk = get_args(get_type_hints(PemtClient.__dict__[name])["modality"])
+        assert enums == {c: list(sdk) for c in content}, (name, enums, sdk)
+        assert ("best" in sdk) == (name == "search"), sdk
+        for modality in sdk:
+            args = parser.parse_args([name, "--id", "x", "--modality", modality])
+            assert args.modality == modality
+    with pytest.raises(SystemExit):
+        parser.parse_args(["classify", "--id", "x", "--modality", "best"])

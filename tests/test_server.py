@@ -168,6 +168,82 @@ def test_classify_by_knn_vote(http: httpx.Client, media: dict[str, Path]) -> Non
     assert r.json()["label"] == "red" and r.json()["neighbors"][0]["id"] == "red1"
 
 
+def test_best_modality_finds_a_copy_whose_picture_was_replaced(
+    http: httpx.Client, tmp_path: Path
+) -> None:
+    """``modality=best``: a copy of A with A's sound under another clip's greyed picture.
+    Each stored item's score is the highest of its fused, audio and visual scores, exactly
+    the numbers the three single-modality searches give on the same server; A comes first,
+    matched on sound. Upload and stored-id queries alike; a raw vector cannot use best and
+    /classify does not take it."""
+    from pemt import edits
+    from pemt.eval.clips import Clip, decode_clip, write_clip
+
+    a = make_test_video(tmp_path / "a.mp4", seconds=2, width=64, height=48, tone_hz=700)
+    b = make_test_video(tmp_path / "b.mp4", seconds=2, width=64, height=48, pattern=4, tone_hz=1900)
+    other = make_test_video(tmp_path / "c.mp4", seconds=2, width=64, height=48, pattern=6)
+    sound, picture = decode_clip(a), decode_clip(other)
+    n = min(len(sound.frames), len(picture.frames))
+    copy = Clip(edits.grayscale(picture.frames[:n]), picture.fps, sound.audio, sound.sample_rate)
+    query = write_clip(copy, tmp_path / "copy.mp4")
+    for name, path, group in (("bestA", a, "src"), ("bestB", b, "src"), ("bestQ", query, "q")):
+        r = embed(http, path, id=name, metadata={"best_test": group})
+        assert r.status_code == 200, r.text
+    only = {"best_test": "src"}
+
+    def search_upload(modality: str) -> dict[str, object]:
+        with open(query, "rb") as f:
+            r = http.post(
+                "/search",
+                files={"file": ("copy.mp4", f, "video/mp4")},
+                data={"k": "5", "modality": modality, "filter": json.dumps(only)},
+            )
+        assert r.status_code == 200, r.text
+        return r.json()
+
+    def search_id(modality: str) -> dict[str, object]:
+        r = http.post("/search", json={"id": "bestQ", "k": 5, "modality": modality, "filter": only})
+        assert r.status_code == 200, r.text
+        return r.json()
+
+    for ask in (search_upload, search_id):
+        single = {
+            m: {h["id"]: h["score"] for h in ask(m)["results"]}
+            for m in ("fused", "audio", "visual")
+        }
+        for hits in single.values():
+            assert set(hits) == {"bestA", "bestB"}, single
+        best = ask("best")
+        assert isinstance(best["timings_ms"], dict) and "search" in best["timings_ms"]
+        results = best["results"]
+        assert isinstance(results, list)
+        assert [h["id"] for h in results] == ["bestA", "bestB"], (ask.__name__, results, single)
+        for h in results:
+            want = max(single, key=lambda m: single[m][h["id"]])
+            assert h["score"] == pytest.approx(single[want][h["id"]], abs=1e-5), (h, single)
+            assert h["modality"] == want, (h, single)
+        assert results[0]["modality"] == "audio", single  # the untouched stream
+        assert all(h["modality"] is None for h in ask("fused")["results"])
+
+    # one vector belongs to one space: best needs an upload or an id
+    vec = http.get("/clips/bestQ", params={"vectors": "true"}).json()["vectors"]["fused"]
+    r = http.post("/search", json={"vector": vec, "k": 2, "modality": "best"})
+    assert r.status_code == 400, r.text
+    err = r.json()["error"]
+    assert err["code"] == "invalid_request" and "upload" in err["message"], err
+    # /classify votes in one space: best is refused as any unknown modality, in both forms
+    r = http.post("/classify", json={"id": "bestQ", "modality": "best"})
+    assert r.status_code == 400 and r.json()["error"]["code"] == "invalid_request", r.text
+    with open(query, "rb") as f:
+        r = http.post(
+            "/classify",
+            files={"file": ("copy.mp4", f, "video/mp4")},
+            data={"modality": "best"},
+        )
+    assert r.status_code == 400 and r.json()["error"]["code"] == "invalid_request", r.text
+    assert http.delete("/clips/bestQ").status_code == 200
+
+
 def test_paging_get_delete(http: httpx.Client, media: dict[str, Path]) -> None:
     for i in range(5):
         assert embed(http, media["webm"], id=f"page{i}", store="true").status_code == 200

@@ -12,7 +12,8 @@ def thumbnail_url(item_id: str, has_thumbnail: bool) -> str | None:
     return f"/clips/{quote(item_id, safe='')}/thumbnail" if has_thumbnail else None
 
 
-def hit(h: Any) -> schemas.Hit:
+def hit(h: Any, modality: schemas.Modality | None = None) -> schemas.Hit:
+    """An index hit as the API shows it; ``modality``: the vector that scored it (best)."""
     return schemas.Hit(
         id=h.id,
         score=float(h.score),
@@ -21,6 +22,7 @@ def hit(h: Any) -> schemas.Hit:
         clip_id=h.clip_id,
         metadata=h.metadata,
         thumbnail_url=thumbnail_url(h.id, h.has_thumbnail),
+        modality=modality,
     )
 
 

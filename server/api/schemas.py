@@ -17,6 +17,13 @@ from server.core.ids import (
 )
 
 Modality = Literal["fused", "audio", "visual"]
+# /search only: "best" scores an item by its best stream (server.core.best)
+SearchModality = Literal["fused", "audio", "visual", "best"]
+SEARCH_MODALITY_HELP = (
+    "fused, audio or visual: search with that vector; best: score each item by the highest "
+    "similarity over the vectors it shares with the query (finds copies edited in one stream "
+    "only; needs an upload or an id, not a vector)"
+)
 
 MAX_K = 1000  # also PEMT_MAX_K's ceiling
 MAX_FILTER_KEYS = 32
@@ -72,13 +79,13 @@ Seconds = Annotated[float, Field(gt=0, le=MAX_SECONDS, allow_inf_nan=False)]
 
 
 class _Options(BaseModel):
-    """What every query takes, as JSON or as form fields."""
+    """What every query takes, as JSON or as form fields (each route adds its ``modality``:
+    /search also takes ``best``, /classify does not)."""
 
     model_config = ConfigDict(extra="forbid")
 
     k: int = Field(10, ge=1, le=MAX_K, description="how many results (at most PEMT_MAX_K)")
     filter: Filter | None = None
-    modality: Modality = "fused"
 
 
 class _Query(_Options):
@@ -109,21 +116,31 @@ LabelKey = Annotated[
 
 
 class SearchRequest(_Query):
-    pass
+    modality: SearchModality = Field("fused", description=SEARCH_MODALITY_HELP)
 
 
 class ClassifyRequest(_Query):
+    modality: Modality = "fused"
     label_key: LabelKey = "label"
 
 
-class SearchForm(_Options):
-    """``/search`` multipart fields besides ``file`` (``filter`` as JSON text)."""
+class _UploadOptions(_Options):
+    """What every upload query takes besides ``file`` (``filter`` as JSON text)."""
 
     window: Seconds | None = Field(None, description="seconds of content per window")
     stride: Seconds | None = Field(None, description="seconds between window starts")
 
 
-class ClassifyForm(SearchForm):
+class SearchForm(_UploadOptions):
+    """``/search`` multipart fields besides ``file``."""
+
+    modality: SearchModality = Field("fused", description=SEARCH_MODALITY_HELP)
+
+
+class ClassifyForm(_UploadOptions):
+    """``/classify`` multipart fields besides ``file``."""
+
+    modality: Modality = "fused"
     label_key: LabelKey = "label"
 
 
@@ -291,6 +308,9 @@ class Hit(BaseModel):
     clip_id: str | None = None
     metadata: dict[str, Any] = {}
     thumbnail_url: str | None = None
+    modality: Modality | None = Field(
+        None, description="with modality best: the vector that gave the score; else null"
+    )
 
 
 class SearchResponse(BaseModel):

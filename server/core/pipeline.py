@@ -28,6 +28,7 @@ __all__ = [
     "embed_upload",
     "min_stride_segments",
     "query_vector",
+    "query_vectors",
     "resolve_stride",
     "window_metadata",
     "windowing",
@@ -308,3 +309,25 @@ def query_vector(emb: Embedded, modality: str) -> np.ndarray:
             code="no_signal",
         )
     return (v / n).astype(np.float32)
+
+
+def query_vectors(emb: Embedded) -> dict[str, np.ndarray]:
+    """Every query an upload gives (``modality="best"``): per modality, :func:`query_vector`;
+    ``audio`` only when a window has sound, ``visual`` only when one has a picture, as the
+    stored windows of the file would have. A stream without usable signal is left out."""
+    present = {
+        "fused": True,
+        "audio": any(w.has_audio for w in emb.windows),
+        "visual": any(w.has_video for w in emb.windows),
+    }
+    out: dict[str, np.ndarray] = {}
+    for m in MODALITIES:
+        if present[m]:
+            with contextlib.suppress(Unprocessable):
+                out[m] = query_vector(emb, m)
+    if not out:
+        raise Unprocessable(
+            "the upload has no usable signal to search with; use another file",
+            code="no_signal",
+        )
+    return out

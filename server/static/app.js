@@ -549,7 +549,9 @@ async function runSearch() {
     hideProgress();
     // One-column layout: the results sit below the form, bring them into view.
     if (window.matchMedia("(max-width: 860px)").matches) el.summary.scrollIntoView({ block: "start" });
-    if (classify) await runClassify({ file, queryId, k, modality, signal: abort.signal });
+    // classify votes in one space: "best" (search only) classifies by the fused vector
+    const voteOn = modality === "best" ? "fused" : modality;
+    if (classify) await runClassify({ file, queryId, k, modality: voteOn, signal: abort.signal });
     else el.classification.hidden = true;
   } catch (e) {
     hideProgress();
@@ -668,6 +670,9 @@ function clearResults() {
 // Metadata shown elsewhere on the card, or bookkeeping the server adds to every window.
 const SHOWN_KEYS = new Set(["label", "filename", "title", "name", "clip_id", "clip", "window", "has_audio", "has_video"]);
 
+// A modality as the page names it (a "best" hit says which stream matched).
+const STREAM_NAMES = { fused: "sound and picture", audio: "sound", visual: "picture" };
+
 function renderResults(results, modality) {
   clearResults();
   el.empty.hidden = results.length > 0;
@@ -675,7 +680,7 @@ function renderResults(results, modality) {
     el.empty.querySelector(".empty-title").textContent = "No similar clips";
     el.empty.querySelector(".hint").textContent = "The index has nothing to compare with yet. Tick “Add this video to the index” to start filling it.";
   }
-  const what = { fused: "sound and picture", audio: "sound", visual: "picture" }[modality] || modality;
+  const what = { ...STREAM_NAMES, best: "their best stream" }[modality] || modality;
   el.resultsCount.textContent = results.length ? `${results.length} closest by ${what}` : "";
   results.forEach((r, i) => el.grid.append(renderCard(r, i)));
 }
@@ -695,7 +700,8 @@ function renderCard(r, i) {
   card.querySelector(".meter-fill").style.width = `${Math.max(0, Math.min(1, score)) * 100}%`;
   card.querySelector(".title").textContent = title;
   card.querySelector(".title").title = title;
-  card.querySelector(".sub").textContent = [clipId !== title ? clipId : null, range ? `window ${range}` : null]
+  const matched = r.modality ? `matched on ${STREAM_NAMES[r.modality] || r.modality}` : null;
+  card.querySelector(".sub").textContent = [clipId !== title ? clipId : null, range ? `window ${range}` : null, matched]
     .filter(Boolean).join(" · ");
   const rangeBadge = card.querySelector(".range");
   rangeBadge.textContent = range;
