@@ -65,7 +65,7 @@ def test_missing_streams_never_match_and_best_takes_the_intact_one() -> None:
 
 
 @pytest.mark.slow
-def test_eval_neardup_command_on_a_tiny_set(tmp_path: Path) -> None:
+def test_eval_neardup_command_on_a_tiny_set(tmp_path: Path, repo: Path) -> None:
     pytest.importorskip("skvideo")
     torch.manual_seed(1)
     ckpt = tmp_path / "tiny.safetensors"
@@ -99,3 +99,26 @@ def test_eval_neardup_command_on_a_tiny_set(tmp_path: Path) -> None:
     before = (work / "manifest.json").stat().st_mtime_ns
     assert main([*argv[:-1], "--baselines", "none", "--quiet"]) == 0
     assert (work / "manifest.json").stat().st_mtime_ns == before
+
+    # against a running service (the session's exported tiny model): the four search modalities,
+    # and the gallery it embedded is gone afterwards
+    from clients.sdk import PemtClient
+    from server.testing import ServerProcess
+
+    data = tmp_path / "service-data"
+    srv = ServerProcess({"PEMT_MODEL_PATH": str(repo), "PEMT_DATA_DIR": str(data)},
+                        log_path=tmp_path / "server.log").start()  # fmt: skip
+    try:
+        svc = tmp_path / "svc.json"
+        assert main(["eval", "neardup", "--url", srv.url, "--work", str(work), "--real", "1",
+                     "--generated", "1", "--distractors", "3", "--families", "identity,flip,audio",
+                     "--seconds", "3", "--baselines", "none", "--json", str(svc), "--quiet"]) == 0  # fmt: skip
+        got = {r["vector"]: r for r in json.loads(svc.read_text())["results"]}
+        assert set(got) == {"fused", "visual", "audio", "best"}
+        for v, r in got.items():
+            assert r["method"] == "service" and r["count"]["all"] == 12
+            assert r["recall"]["identity/mild"]["r@1"] == 1.0, v
+        with PemtClient(srv.url) as c:
+            assert c.list().total == 0
+    finally:
+        srv.stop()

@@ -425,7 +425,7 @@ class ServiceMethod:
             try:
                 for g in nset.gallery:
                     c.embed(nset.path(g.path), id=ids[g.id], metadata={"neardup": tag})
-                for modality in ("fused", "visual", "audio"):
+                for modality in ("fused", "visual", "audio", "best"):
                     r = []
                     for q in nset.queries:
                         hits = c.search(file=nset.path(q.path), k=max(KS),
