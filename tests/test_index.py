@@ -198,6 +198,82 @@ def test_bad_options_rejected(tmp_path):
         VectorIndex(tmp_path, index_type="lsh")  # type: ignore[arg-type]
 
 
+# ---------------------------------------------------------------------------- listing
+
+# ids that differ only in case and punctuation: byte order puts '-' < '.' < '0-9' < ':' < 'A-Z'
+# < '_' < 'a-z' (and '#' first); both backends must agree with Python's sorted() on them
+ODD_IDS = ["A-1", "a.1", "a:1", "a_1", "Z", "a", "a#w1", "0", "a-1", "A_1", "b.9.z", "a1"]
+
+
+def walk(ix, page: int, clip_id: str | None = None) -> list[str]:
+    """Every id by cursor, ``page`` at a time; checks each page is ascending and full but the
+    last."""
+    ids: list[str] = []
+    while True:
+        got = [i.id for i in ix.list(limit=page, clip_id=clip_id, after=ids[-1] if ids else None)]
+        assert got == sorted(got) and len(got) <= page
+        ids += got
+        if len(got) < page:
+            return ids
+
+
+def test_list_by_cursor_every_id_once_in_byte_order(open_index):
+    x = random_vectors(8, dim=8, seed=3)
+    rng = np.random.default_rng(0)
+    clip = [f"c1#w{i}" for i in range(11)]
+    ids = ODD_IDS + clip + [f"v{i:02d}" for i in range(20)]
+    with open_index(dim=8) as ix:
+        order = rng.permutation(len(ids))  # stored out of order, in three writes
+        for part in np.array_split(order, 3):
+            ix.upsert_many(
+                Record(ids[i], {"fused": x[i % 8]}, clip_id="c1" if ids[i] in clip else None)
+                for i in part
+            )
+        want = sorted(ids)
+        assert want[:4] == ["0", "A-1", "A_1", "Z"] and ix.count() == len(ids)
+        for page in (1, 4, 7, len(ids), 1000):
+            assert walk(ix, page) == want, page
+        for page in (1, 3, 11, 12):
+            assert walk(ix, page, clip_id="c1") == sorted(clip), page
+        assert ix.count(clip_id="c1") == len(clip) and ix.count(clip_id="nope") == 0
+        # offset pages give the same order; a cursor needs not be a stored id
+        by_offset = [i.id for o in range(0, len(ids), 5) for i in ix.list(o, 5)]
+        assert by_offset == want
+        assert [i.id for i in ix.list(limit=3, after="a.0")] == ["a.1", "a1", "a:1"]
+        assert [i.id for i in ix.list(2, 2, clip_id="c1")] == sorted(clip)[2:4]
+        assert ix.list(after=want[-1]) == [] and ix.list(offset=len(ids)) == []
+        with pytest.raises(ValueError, match="not both"):
+            ix.list(offset=1, after="a")
+        with pytest.raises(ValueError, match="invalid after"):
+            ix.list(after='a" or id != "')
+
+
+def test_list_by_cursor_sees_writes_after_the_cursor_only(open_index):
+    x = random_vectors(1, dim=8, seed=4)
+    with open_index(dim=8) as ix:
+        ix.upsert_many(Record(f"m{i}", {"fused": x[0]}) for i in range(10))
+        first = [i.id for i in ix.list(limit=4)]
+        assert first == ["m0", "m1", "m2", "m3"]
+        ix.upsert_many(Record(i, {"fused": x[0]}) for i in ("a", "m35", "z"))  # before, after
+        assert ix.delete("m7") and ix.delete("m1")
+        rest: list[str] = []
+        while page := [i.id for i in ix.list(limit=4, after=(rest or first)[-1])]:
+            rest += page
+        assert first + rest == ["m0", "m1", "m2", "m3", "m35", "m4", "m5", "m6", "m8", "m9", "z"]
+
+
+def test_list_by_cursor_is_an_index_search_in_sqlite(tmp_path):
+    """The keyset query reads from the cursor on (SEARCH on the id index), not from the start
+    of the table (SCAN) as OFFSET does."""
+    with VectorIndex(tmp_path / "ix", dim=4) as ix:
+        sql, args = ix._list_sql(None, "m5")
+        plan = [r[3] for r in ix._rcon().execute(f"EXPLAIN QUERY PLAN {sql}", (*args, 10, 0))]
+        assert plan == ["SEARCH items USING INDEX sqlite_autoindex_items_1 (id>?)"], plan
+        sql, args = ix._list_sql(None, None)
+        plan = [r[3] for r in ix._rcon().execute(f"EXPLAIN QUERY PLAN {sql}", (*args, 10, 0))]
+        assert plan == ["SCAN items USING INDEX sqlite_autoindex_items_1"], plan
+
+
 # ---------------------------------------------------------------------------- search
 
 

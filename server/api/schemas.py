@@ -343,9 +343,13 @@ class Clip(BaseModel):
 
 class ClipPage(BaseModel):
     items: list[Clip]
-    total: int
+    total: int = Field(description="stored items (of the clip, with clip_id)")
     offset: int
     limit: int
+    next: str | None = Field(
+        description="the cursor of the following page (pass it as after=): this page's last "
+        "id, or null when this page is the last"
+    )
 
 
 class Deleted(BaseModel):

@@ -236,8 +236,8 @@ async def embed_upload(
 def clip_item_ids(index: Any, clip_id: str) -> list[str]:
     """Ids of every stored item (window) of a clip; blocking (run it in the index pool)."""
     ids: list[str] = []
-    while True:
-        page = index.list(len(ids), 10_000, clip_id=clip_id)
+    while True:  # by cursor: each page costs its own size, not the clip's
+        page = index.list(0, 10_000, clip_id=clip_id, after=ids[-1] if ids else None)
         ids += [it.id for it in page]
         if len(page) < 10_000:
             return ids

@@ -16,7 +16,10 @@ Shared semantics (both backends, one test suite: ``tests/test_index.py``):
   ``"1"``, ``1`` and ``true`` differ; ``1.0 == 1``), ANDed; ``exclude`` leaves ids out.
 - ``search`` returns the k best hits within the filter, best first; ``classify`` is the k-NN
   vote of ``_vote.py`` among items whose metadata has the label key.
-- ``list`` pages by id order; ``count`` is the number of items.
+- ``list`` pages in id order (byte order; ids are ASCII, so SQLite's BINARY collation and
+  Milvus's VARCHAR comparison agree): the ``limit`` smallest ids after the cursor ``after``
+  (keyset paging, cheap at any depth), or after skipping ``offset`` (cost grows with the
+  offset); not both. ``count`` is the number of items, or of one clip's windows.
 - ``model_identity``/``set_model_identity``: the model that wrote the index (a JSON object,
   see ``server.core.identity``), recorded once and compared at start-up.
 """
@@ -78,10 +81,15 @@ class Index(Protocol):
     def thumbnail(self, id: str) -> bytes | None: ...
 
     def list(
-        self, offset: int = 0, limit: int = 100, *, clip_id: str | None = None
+        self,
+        offset: int = 0,
+        limit: int = 100,
+        *,
+        clip_id: str | None = None,
+        after: str | None = None,
     ) -> builtins.list[Item]: ...
 
-    def count(self) -> int: ...
+    def count(self, clip_id: str | None = None) -> int: ...
 
     def search(
         self,

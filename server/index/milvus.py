@@ -39,9 +39,10 @@ replace-then-delete of a clip's windows (``store_clip``) sees its own writes. (`
 would be faster and can miss writes of the last seconds; ``Session`` guarantees read-your-
 writes only within one client, one replica.)
 
-Costs. ``list`` reads every id of the collection (or of one clip) to order them by id: Milvus
-queries have no ORDER BY; fine for thousands of items, slow for millions (page by clip id
-there). ``count`` is a ``count(*)`` query.
+Costs. ``list`` pages in id order through pymilvus's query iterator (Milvus queries have no
+ORDER BY; the iterator walks primary keys in order): a page after a cursor (``after``) is one
+query of ``limit`` rows at any depth; a page at ``offset`` walks ``offset`` ids first. ``count``
+is a ``count(*)`` query (of one clip: filtered by ``clip_id``, on its INVERTED index).
 """
 
 from __future__ import annotations
@@ -54,7 +55,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import Callable, Collection, Iterable, Mapping
+from collections.abc import Callable, Collection, Generator, Iterable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -70,6 +71,7 @@ from .types import (
     Item,
     Record,
     as_vector,
+    check_page,
     prepare_record,
     validate_filter,
     validate_id,
@@ -475,40 +477,75 @@ class MilvusIndex:
         except FileNotFoundError:  # deleted since
             return None
 
-    def _ids(self, expr: str) -> builtins.list[str]:
+    def _walk(
+        self, expr: str, fields: builtins.list[str], limit: int, batch: int = _PAGE
+    ) -> Generator[builtins.list[dict[str, Any]], None, None]:
+        """Rows matching ``expr`` in ascending id order, in batches, at most ``limit`` (-1: all).
+
+        pymilvus's query iterator asks for ``id > <last id of the batch before>`` with a limit
+        and the ``iterator`` flag, under which Milvus returns the *smallest* matching primary
+        keys in ascending order (it merges segments by minimum PK; the iterator could not walk
+        otherwise). A plain ``query`` with a limit promises no order, nor which rows it keeps:
+        milvus-lite returns storage order there (its ``Collection.query`` sorts by PK only for
+        iterator requests), so ``list`` never sorts a plain limited query."""
         it = self._c().query_iterator(
             self.collection,
-            batch_size=_PAGE,
+            batch_size=batch,
+            limit=limit,
             filter=expr,
-            output_fields=["id"],
+            output_fields=fields,
             consistency_level=CONSISTENCY,
             timeout=self.timeout_s,
         )
-        ids: builtins.list[str] = []
+        left = limit
         try:
-            while batch := it.next():
-                ids += [r["id"] for r in batch]
+            while left and (rows := it.next()):
+                left -= len(rows)
+                yield builtins.list(rows)
         finally:
             it.close()
-        return sorted(ids)
+
+    def _ids(self, expr: str) -> builtins.list[str]:
+        return [r["id"] for rows in self._walk(expr, ["id"], -1) for r in rows]
 
     @_unavailable
     def list(
-        self, offset: int = 0, limit: int = 100, *, clip_id: str | None = None
+        self,
+        offset: int = 0,
+        limit: int = 100,
+        *,
+        clip_id: str | None = None,
+        after: str | None = None,
     ) -> builtins.list[Item]:
-        """Items ordered by id (stable pagination), optionally only one clip's windows."""
-        if offset < 0 or not 1 <= limit <= 10_000:
-            raise ValueError(f"need offset >= 0 and 1 <= limit <= 10000, got {offset}, {limit}")
-        expr = f"clip_id == {_lit(validate_id(clip_id, 'clip_id'))}" if clip_id else 'id != ""'
-        page = self._ids(expr)[offset : offset + limit]
-        if not page:
-            return []
-        rows = {r["id"]: r for r in self._query(self._in(page), self._fields)}
-        return [self._item(rows[i]) for i in page if i in rows]
+        """Items ordered by id (byte order, as the FAISS store's SQLite), optionally only one
+        clip's windows: the ``limit`` smallest ids greater than ``after``, or those after the
+        first ``offset``; not both.
+
+        Costs: ``after`` is one iterator query of ``limit`` rows (``id > after``), whatever the
+        depth. Milvus has no ordered ``offset`` (a plain query's offset/limit window, at most
+        16384 rows by default, is not in id order, see ``_walk``), so ``offset`` walks the ids
+        up to ``offset`` (ids only, one batch in memory: O(offset)) and continues from the last
+        one as with ``after``."""
+        check_page(offset, limit, after)
+        scope = f"clip_id == {_lit(validate_id(clip_id, 'clip_id'))}" if clip_id else ""
+        if offset:
+            for rows in self._walk(scope or 'id != ""', ["id"], offset, min(offset, _PAGE)):
+                after = rows[-1]["id"]
+            if after is None:  # nothing to skip: the page is past the end
+                return []
+        cursor = f"id > {_lit(after)}" if after is not None else ""
+        expr = " and ".join(f"({e})" for e in (cursor, scope) if e) or 'id != ""'
+        walk = self._walk(expr, self._fields, limit, limit)
+        try:
+            return [self._item(r) for r in next(walk, [])]
+        finally:
+            walk.close()
 
     @_unavailable
-    def count(self) -> int:
-        rows = self._query("", ["count(*)"])
+    def count(self, clip_id: str | None = None) -> int:
+        """Number of items, or of one clip's windows: a ``count(*)`` query."""
+        expr = f"clip_id == {_lit(validate_id(clip_id, 'clip_id'))}" if clip_id else ""
+        rows = self._query(expr, ["count(*)"])
         return int(rows[0]["count(*)"]) if rows else 0
 
     def __len__(self) -> int:

@@ -96,6 +96,7 @@ from .types import (
     Item,
     Record,
     as_vector,
+    check_page,
     prepare_record,
     validate_filter,
     validate_id,
@@ -815,19 +816,38 @@ class VectorIndex:
         return None if row is None else bytes(row[0])
 
     def list(
-        self, offset: int = 0, limit: int = 100, *, clip_id: str | None = None
+        self,
+        offset: int = 0,
+        limit: int = 100,
+        *,
+        clip_id: str | None = None,
+        after: str | None = None,
     ) -> builtins.list[Item]:
-        """Items ordered by id (stable pagination), optionally only one clip's windows."""
-        if offset < 0 or not 1 <= limit <= 10_000:
-            raise ValueError(f"need offset >= 0 and 1 <= limit <= 10000, got {offset}, {limit}")
-        where, args = (
-            ("WHERE clip_id=?", (validate_id(clip_id, "clip_id"),)) if clip_id else ("", ())
-        )
-        rows = self._rcon().execute(
-            f"SELECT {ITEM_COLS} FROM items {where} ORDER BY id LIMIT ? OFFSET ?",
-            (*args, limit, offset),
-        )
+        """Items ordered by id (byte order), optionally only one clip's windows: the ``limit``
+        smallest ids greater than ``after`` (keyset paging: ``WHERE id > ? ORDER BY id LIMIT ?``
+        is a SEARCH on the id index, O(limit + log n) at any depth), or those after the first
+        ``offset`` (SQLite walks the skipped rows: O(offset)). Not both."""
+        check_page(offset, limit, after)
+        sql, args = self._list_sql(clip_id, after)
+        rows = self._rcon().execute(sql, (*args, limit, offset))
         return [row_item(r) for r in rows]
+
+    @staticmethod
+    def _list_sql(clip_id: str | None, after: str | None) -> tuple[str, builtins.list[str]]:
+        """``list``'s query and its arguments before ``LIMIT ? OFFSET ?``. With ``after`` and no
+        clip it is a SEARCH of the unique id index from the cursor (``id>?``; tested with
+        EXPLAIN QUERY PLAN); without ``after``, a walk of that index from its start; with a
+        clip, a SEARCH of ``items_clip`` and a sort of that clip's rows (a clip holds its
+        windows: hundreds, not millions)."""
+        where, args = [], []
+        if clip_id:
+            where.append("clip_id=?")
+            args.append(validate_id(clip_id, "clip_id"))
+        if after is not None:
+            where.append("id>?")
+            args.append(after)
+        cond = f" WHERE {' AND '.join(where)}" if where else ""
+        return f"SELECT {ITEM_COLS} FROM items{cond} ORDER BY id LIMIT ? OFFSET ?", args
 
     def model_identity(self) -> dict[str, Any] | None:
         """The model that writes this index (``info.model``), None before one was recorded."""
@@ -853,10 +873,19 @@ class VectorIndex:
                     con.execute("ROLLBACK")
                 raise
 
-    def count(self) -> int:
-        """Number of items."""
+    def count(self, clip_id: str | None = None) -> int:
+        """Number of items, or of one clip's windows (``COUNT`` on the clip index)."""
         self._check_open()
-        return self._count
+        if not clip_id:
+            return self._count
+        row = (
+            self._rcon()
+            .execute(
+                "SELECT COUNT(*) FROM items WHERE clip_id=?", (validate_id(clip_id, "clip_id"),)
+            )
+            .fetchone()
+        )
+        return int(row[0])
 
     def __len__(self) -> int:
         return self.count()

@@ -79,6 +79,24 @@ def validate_filter(filter: Mapping[str, Any] | None) -> list[tuple[str, str]]:
     return sorted(pairs)
 
 
+MAX_PAGE = 10_000
+
+
+def check_page(offset: int, limit: int, after: str | None) -> None:
+    """The arguments of ``list``: ``0 <= offset``, ``1 <= limit <= MAX_PAGE``, ``after`` a valid
+    id (any id, stored or not: the page starts after it in id order), and not both ``after``
+    and a non-zero ``offset``."""
+    if offset < 0 or not 1 <= limit <= MAX_PAGE:
+        raise ValueError(f"need offset >= 0 and 1 <= limit <= {MAX_PAGE}, got {offset}, {limit}")
+    if after is not None:
+        validate_id(after, "after")
+        if offset:
+            raise ValueError(
+                f"pass either after= (a cursor: the last id of the previous page) or offset=, "
+                f"not both (got after={after!r}, offset={offset})"
+            )
+
+
 def matches(metadata: Mapping[str, Any], conditions: list[tuple[str, str]]) -> bool:
     """Python side of the filter: the same rule the SQL tag table applies."""
     for key, want in conditions:

@@ -15,10 +15,18 @@ from starlette import responses as starlette_responses
 from server.api import convert, schemas
 from server.api.deps import ClipId, State, require_api_key
 from server.api.errors import error_responses
-from server.core.errors import NotFound, RangeNotSatisfiable
-from server.core.ids import CLIP_ID_REGEX, MAX_ID_LENGTH, validate_clip_id
+from server.core.errors import InvalidRequest, NotFound, RangeNotSatisfiable
+from server.core.ids import (
+    CLIP_ID_REGEX,
+    ID_REGEX,
+    MAX_ID_LENGTH,
+    validate_clip_id,
+    validate_id,
+)
 from server.core.media import CONTENT_TYPES
 from server.core.pipeline import clip_item_ids, clip_of, clip_summary
+
+MAX_LIST = 1000  # items per page
 
 router = APIRouter(prefix="/clips", tags=["clips"], dependencies=[Depends(require_api_key)])
 
@@ -28,12 +36,19 @@ router = APIRouter(prefix="/clips", tags=["clips"], dependencies=[Depends(requir
     operation_id="list_clips",
     response_model=schemas.ClipPage,
     responses=error_responses(400, 401, 503),
-    summary="List stored items by id",
+    summary="List stored items by id (walk all of them with after= and next)",
 )
 async def list_clips(
     state: State,
-    offset: Annotated[int, Query(ge=0, le=schemas.MAX_OFFSET)] = 0,
-    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    offset: Annotated[
+        int,
+        Query(
+            ge=0,
+            le=schemas.MAX_OFFSET,
+            description="skip this many items: for small jumps (costs grow with the offset)",
+        ),
+    ] = 0,
+    limit: Annotated[int, Query(ge=1, le=MAX_LIST)] = 100,
     clip_id: Annotated[
         str | None,
         Query(
@@ -42,15 +57,38 @@ async def list_clips(
         ),
         AfterValidator(lambda v: v if v is None else validate_clip_id(v, "clip_id")),
     ] = None,
+    after: Annotated[
+        str | None,
+        Query(
+            description="a cursor: only ids after this one (the previous page's next); the way "
+            "to walk a whole index, equally fast at any depth. Not with offset",
+            json_schema_extra={"pattern": ID_REGEX, "maxLength": MAX_ID_LENGTH},
+        ),
+        AfterValidator(lambda v: v if v is None else validate_id(v, "after")),
+    ] = None,
 ) -> schemas.ClipPage:
+    """Items in id order (byte order). Walk everything with ``after``: start without it, then
+    pass each page's ``next`` until it is null; items written or deleted after the cursor
+    during the walk show or vanish, nothing before it comes again."""
+    if after is not None and offset:
+        raise InvalidRequest(
+            f"pass either after (a cursor: the previous page's next) or offset, not both "
+            f"(got after={after!r}, offset={offset})"
+        )
+
     def _page() -> tuple[list[Any], int]:
-        items = state.index.list(offset, limit, clip_id=clip_id)
-        total = len(clip_item_ids(state.index, clip_id)) if clip_id else state.index.count()
-        return items, total
+        items = state.index.list(offset, limit + 1, clip_id=clip_id, after=after)
+        return items, state.index.count(clip_id)
 
     items, total = await state.run_index(_page)
+    more = len(items) > limit
+    items = items[:limit]
     return schemas.ClipPage(
-        items=[convert.clip(i) for i in items], total=total, offset=offset, limit=limit
+        items=[convert.clip(i) for i in items],
+        total=total,
+        offset=offset,
+        limit=limit,
+        next=items[-1].id if more else None,
     )
 
 
