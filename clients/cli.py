@@ -6,7 +6,8 @@
     pemt-client jobs; pemt-client job ID --wait; pemt-client cancel ID
     pemt-client search --file query.mp4 -k 5          (or --id ITEM, --vector '[...]')
     pemt-client classify --file query.mp4 --filter '{"split": "train"}'
-    pemt-client list --limit 20
+    pemt-client list --limit 20; pemt-client list --after ID (the page's next)
+    pemt-client list --all > items.jsonl              (every item, by cursor, a JSON line each)
     pemt-client delete clip1
 
 ``--url`` / ``$PEMT_URL`` (default http://127.0.0.1:8080, the API of ``docker compose up``),
@@ -125,10 +126,16 @@ def build_parser() -> argparse.ArgumentParser:
     c = sub.add_parser("cancel", help="cancel a queued or running job")
     c.add_argument("id")
 
-    ls = sub.add_parser("list", help="list stored items")
-    ls.add_argument("--offset", type=int, default=0)
-    ls.add_argument("--limit", type=int, default=100)
-    ls.add_argument("--clip-id")
+    ls = sub.add_parser("list", help="list stored items in id order")
+    ls.add_argument("--offset", type=int, default=0, help="skip this many (small jumps)")
+    ls.add_argument("--limit", type=int, default=100, help="items per page")
+    ls.add_argument("--clip-id", help="only this clip's windows")
+    ls.add_argument("--after", help="start after this id (a page's next)")
+    ls.add_argument(
+        "--all",
+        action="store_true",
+        help="walk every item by cursor, --limit per request, one JSON object a line",
+    )
     return p
 
 
@@ -226,8 +233,16 @@ def _run(args: argparse.Namespace, client: PemtClient) -> Any:
         return dataclasses.asdict(client.classify(**query, label_key=args.label_key))
     if args.command == "delete":
         return {"id": args.id, "deleted": client.delete(args.id)}
+    if args.command == "list" and args.all:
+        if args.offset:
+            raise ValueError("--all walks by cursor: use --after ID to start later, not --offset")
+        walk = client.iter_clips(clip_id=args.clip_id, page_size=args.limit, after=args.after)
+        for item in walk:  # streamed: flat memory however many items
+            sys.stdout.write(json.dumps(dataclasses.asdict(item)) + "\n")
+        return None
     if args.command == "list":
-        return dataclasses.asdict(client.list(args.offset, args.limit, clip_id=args.clip_id))
+        page = client.list(args.offset, args.limit, clip_id=args.clip_id, after=args.after)
+        return dataclasses.asdict(page)
     raise AssertionError(args.command)
 
 
@@ -248,8 +263,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ValueError, OSError) as e:
         print(f"pemt-client: error: {e}", file=sys.stderr)
         return 2
-    json.dump(out, sys.stdout, indent=2)
-    sys.stdout.write("\n")
+    if out is not None:
+        json.dump(out, sys.stdout, indent=2)
+        sys.stdout.write("\n")
     return 0
 
 

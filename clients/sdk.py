@@ -172,10 +172,14 @@ class Clip:
 
 @dataclass(frozen=True)
 class ClipPage:
+    """One page of ``GET /clips``; ``next`` is the ``after`` of the following page (None: this
+    page is the last)."""
+
     items: list[Clip]
     total: int
     offset: int
     limit: int
+    next: str | None = None
 
 
 @dataclass(frozen=True)
@@ -277,7 +281,11 @@ def _parse_jobs(d: Mapping[str, Any]) -> JobPage:
 
 def _parse_page(d: Mapping[str, Any]) -> ClipPage:
     return ClipPage(
-        [_clip(c) for c in d["items"]], int(d["total"]), int(d["offset"]), int(d["limit"])
+        [_clip(c) for c in d["items"]],
+        int(d["total"]),
+        int(d["offset"]),
+        int(d["limit"]),
+        d.get("next"),
     )
 
 
@@ -520,10 +528,12 @@ class _BaseClient:
     def _delete_call(self, id: str) -> _Call:
         return _Call("DELETE", f"/clips/{_path_id(id)}")
 
-    def _list_call(self, offset: int, limit: int, clip_id: str | None) -> _Call:
+    def _list_call(self, offset: int, limit: int, clip_id: str | None, after: str | None) -> _Call:
         params: dict[str, Any] = {"offset": offset, "limit": limit}
         if clip_id:
             params["clip_id"] = clip_id
+        if after is not None:
+            params["after"] = after
         return _Call("GET", "/clips", params=params)
 
     def _thumbnail_call(self, id: str) -> _Call:
@@ -754,17 +764,30 @@ class PemtClient(_BaseClient):
         """Delete an item, or every window of a clip id; returns how many were removed."""
         return int(self._send(self._delete_call(id)).json()["deleted"])
 
-    def list(self, offset: int = 0, limit: int = 100, *, clip_id: str | None = None) -> ClipPage:
-        return _parse_page(self._send(self._list_call(offset, limit, clip_id)).json())
+    def list(
+        self,
+        offset: int = 0,
+        limit: int = 100,
+        *,
+        clip_id: str | None = None,
+        after: str | None = None,
+    ) -> ClipPage:
+        """Stored items in id order: after the cursor ``after`` (a page's ``next``; the way to
+        walk everything) or from ``offset`` (small jumps); not both."""
+        return _parse_page(self._send(self._list_call(offset, limit, clip_id, after)).json())
 
-    def iter_clips(self, page_size: int = 100) -> Iterator[Clip]:
-        offset = 0
+    def iter_clips(
+        self, *, clip_id: str | None = None, page_size: int = 100, after: str | None = None
+    ) -> Iterator[Clip]:
+        """Every stored item (of one clip, with ``clip_id``; after the id ``after``, to resume a
+        walk) in id order, page by page by cursor: each id once, equally fast at any depth;
+        items written or deleted after the cursor during the walk show or vanish."""
         while True:
-            page = self.list(offset, page_size)
+            page = self.list(0, page_size, clip_id=clip_id, after=after)
             yield from page.items
-            offset += len(page.items)
-            if not page.items or offset >= page.total:
+            if page.next is None:
                 return
+            after = page.next
 
     def thumbnail(self, id: str) -> bytes:
         """The window's middle frame as JPEG."""
@@ -956,19 +979,26 @@ class AsyncPemtClient(_BaseClient):
         return int((await self._send(self._delete_call(id))).json()["deleted"])
 
     async def list(
-        self, offset: int = 0, limit: int = 100, *, clip_id: str | None = None
+        self,
+        offset: int = 0,
+        limit: int = 100,
+        *,
+        clip_id: str | None = None,
+        after: str | None = None,
     ) -> ClipPage:
-        return _parse_page((await self._send(self._list_call(offset, limit, clip_id))).json())
+        call = self._list_call(offset, limit, clip_id, after)
+        return _parse_page((await self._send(call)).json())
 
-    async def iter_clips(self, page_size: int = 100) -> AsyncIterator[Clip]:
-        offset = 0
+    async def iter_clips(
+        self, *, clip_id: str | None = None, page_size: int = 100, after: str | None = None
+    ) -> AsyncIterator[Clip]:
         while True:
-            page = await self.list(offset, page_size)
+            page = await self.list(0, page_size, clip_id=clip_id, after=after)
             for c in page.items:
                 yield c
-            offset += len(page.items)
-            if not page.items or offset >= page.total:
+            if page.next is None:
                 return
+            after = page.next
 
     async def thumbnail(self, id: str) -> bytes:
         return (await self._send(self._thumbnail_call(id))).content

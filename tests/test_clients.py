@@ -244,7 +244,20 @@ def test_cli(
     assert cli_main(["classify", "--id", "cli0", "-k", "2"]) == 0
     assert json.loads(capsys.readouterr().out)["label"] in ("cat", "dog")
     assert cli_main(["list", "--limit", "50"]) == 0
-    assert "cli0" in [c["id"] for c in json.loads(capsys.readouterr().out)["items"]]
+    every = [c["id"] for c in json.loads(capsys.readouterr().out)["items"]]
+    assert "cli0" in every and len(every) >= 3
+    # by cursor: a page's next, --after it; --all walks everything, a JSON line per item
+    assert cli_main(["list", "--limit", "1"]) == 0
+    first = json.loads(capsys.readouterr().out)
+    assert [c["id"] for c in first["items"]] == every[:1] and first["next"] == every[0]
+    assert cli_main(["list", "--limit", "1", "--after", first["next"]]) == 0
+    assert [c["id"] for c in json.loads(capsys.readouterr().out)["items"]] == every[1:2]
+    assert cli_main(["list", "--all", "--limit", "2"]) == 0
+    assert [json.loads(line)["id"] for line in capsys.readouterr().out.splitlines()] == every
+    assert cli_main(["list", "--all", "--limit", "1", "--after", every[0]]) == 0
+    assert [json.loads(line)["id"] for line in capsys.readouterr().out.splitlines()] == every[1:]
+    assert cli_main(["list", "--all", "--offset", "1"]) == 2
+    assert "use --after" in capsys.readouterr().err
     assert cli_main(["delete", "cli0"]) == 0
     assert json.loads(capsys.readouterr().out) == {"id": "cli0", "deleted": 1}
 
@@ -479,6 +492,7 @@ SAMPLE = {
     "offset": 1,
     "limit": 2,
     "clip_id": "clip1",
+    "after": "clip0",
     "vectors": True,
     "path": "/library/film.mp4",
     "state": "done",

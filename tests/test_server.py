@@ -5,6 +5,7 @@ assertions."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 import sys
@@ -265,6 +266,53 @@ def test_paging_get_delete(http: httpx.Client, media: dict[str, Path]) -> None:
     r = embed(http, media["webm"], store="false")
     assert r.status_code == 200 and r.json()["stored"] is False
     assert http.get(f"/clips/{r.json()['items'][0]['id']}").status_code == 404
+
+
+def test_listing_by_cursor(server: ServerProcess, http: httpx.Client) -> None:
+    """GET /clips?after= walks every id once in byte order, by clip too, with the SDK's
+    iter_clips (sync and async) on both backends; next is null on the last page."""
+    from clients.sdk import AsyncPemtClient, PemtClient
+
+    identity = http.get("/info").json()["model"]["identity"]
+
+    def window(i: int) -> dict[str, object]:
+        return {"window": i, "start": 2.0 * i, "end": 2.0 * i + 2, "has_audio": False,
+                "has_video": True, "vectors": {"fused": [1.0] * 32, "visual": [1.0] * 32}}  # fmt: skip
+
+    odd = ["a:1", "Z", "a_1", "A-1", "a", "a.1"]  # differ in case and punctuation only
+    clip = [f"cursor#w{i}" for i in range(5)]
+    with PemtClient(server.url, api_key=KEY) as c:
+        for cid in odd:
+            assert c.put_clip(cid, [window(0)], model=identity) == [cid]
+        assert c.put_clip("cursor", [window(i) for i in range(5)], model=identity) == clip
+        one = c.list(limit=1000)
+        every = [x.id for x in one.items]
+        assert every == sorted(every) and len(set(every)) == len(every) == one.total
+        assert one.next is None and set(odd) | set(clip) <= set(every)
+        assert [i for i in every if i in odd] == ["A-1", "Z", "a", "a.1", "a:1", "a_1"]
+        for size in (1, 2, 5):
+            assert [x.id for x in c.iter_clips(page_size=size)] == every, size
+            assert [x.id for x in c.iter_clips(clip_id="cursor", page_size=size)] == clip
+        page = c.list(limit=2)
+        assert [x.id for x in page.items] == every[:2] and page.next == every[1]
+        page = c.list(limit=3, after=page.next)
+        assert [x.id for x in page.items] == every[2:5] and page.next == every[4]
+        last = c.list(limit=2, after=every[-3])
+        assert [x.id for x in last.items] == every[-2:] and last.next is None
+        page = c.list(limit=2, clip_id="cursor", after="cursor#w2")
+        assert [x.id for x in page.items] == clip[3:] and page.next is None and page.total == 5
+
+        async def walk() -> list[str]:
+            async with AsyncPemtClient(server.url, api_key=KEY) as a:
+                return [x.id async for x in a.iter_clips(page_size=3)]
+
+        assert asyncio.run(walk()) == every
+        for cid in [*odd, "cursor"]:
+            assert c.delete(cid) >= 1
+    for params in ({"after": "a", "offset": 1}, {"after": "no spaces"}, {"after": ""}):
+        r = http.get("/clips", params=params)
+        assert r.status_code == 400 and r.json()["error"]["code"] == "invalid_request", r.text
+    assert "not both" in http.get("/clips", params={"after": "a", "offset": 1}).text
 
 
 def test_generated_id_and_info_metrics_health(
