@@ -7,7 +7,7 @@ docs/ARCHITECTURE.md ("Measuring a served model"), run end to end.
 
 Serves ``--repo`` (default: a freshly initialised ``--config`` exported with
 ``--triton-backend python``, speed does not depend on training) with the CPU tritonserver of
-nvidia-pytriton (``tests/triton_server.py``), or uses ``--url`` (host:grpc-port) of a Triton
+nvidia-pytriton (``pemt.triton_serve.TritonServer``, what ``pemt triton serve`` runs), or uses ``--url`` (host:grpc-port) of a Triton
 already running, e.g. NVIDIA's container from docker-compose.yml. Then runs::
 
     perf_analyzer -m pemt -i grpc -u URL -b BATCH --concurrency-range A:B \
@@ -33,7 +33,6 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "tests"))
 
 
 def perf_command(
@@ -71,8 +70,7 @@ def run(args: argparse.Namespace) -> str:
             subprocess.run(cmd, check=True)
             where = f"Triton at {args.url}"
         else:
-            from triton_server import TritonServer
-
+            from pemt.triton_serve import TritonServer
             from server.testing import build_test_repository
 
             repo = Path(args.repo) if args.repo else None
