@@ -590,11 +590,7 @@ class MilvusIndex:
         for hits in res:
             row = []
             for h in hits:
-                item = self._item(h["entity"] | {"id": h["id"]})
-                row.append(
-                    Hit(item.id, float(h["distance"]), item.start, item.end, item.metadata,
-                        item.clip_id, item.has_thumbnail)
-                )  # fmt: skip
+                row.append(self._item(h["entity"] | {"id": h["id"]}).hit(h["distance"]))
             out.append(row)
         return out
 

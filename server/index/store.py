@@ -975,17 +975,6 @@ class VectorIndex:
                 return None
             return item if keep is None or keep(item) else None
 
-        def hit(item: Item, score: float) -> Hit:
-            return Hit(
-                item.id,
-                float(score),
-                item.start,
-                item.end,
-                item.metadata,
-                item.clip_id,
-                item.has_thumbnail,
-            )
-
         hits: builtins.list[Hit] = []
         fetch = fetch_size(k, n_total, n_match, bool(conditions or keep))
         if conditions and prefilter(self.prefilter_max, n_match, fetch):
@@ -1007,7 +996,7 @@ class VectorIndex:
                     row = by_key.get(int(keys[i]))
                     item = accept(row) if row else None
                     if item is not None:
-                        hits.append(hit(item, scores[i]))
+                        hits.append(item.hit(scores[i]))
                         if len(hits) == k:
                             return hits
             return hits
@@ -1023,7 +1012,7 @@ class VectorIndex:
                 row = found.get(int(key))  # missing: deleted after the FAISS search
                 item = accept(row) if row else None
                 if item is not None:
-                    hits.append(hit(item, s))
+                    hits.append(item.hit(s))
                     if len(hits) == k:
                         return hits
             if len(keys) < fetch or fetch >= n_total:
@@ -1088,18 +1077,7 @@ class VectorIndex:
             for s, key in zip(srow, krow, strict=True):
                 row = rows.get(int(key)) if key >= 0 else None
                 if row is not None:  # None: no neighbour, or deleted after the FAISS search
-                    item = row_item(row)
-                    hits.append(
-                        Hit(
-                            item.id,
-                            float(s),
-                            item.start,
-                            item.end,
-                            item.metadata,
-                            item.clip_id,
-                            item.has_thumbnail,
-                        )
-                    )
+                    hits.append(row_item(row).hit(s))
             out.append(hits)
         return out
 

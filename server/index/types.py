@@ -159,6 +159,11 @@ class Item:
     updated_at: float
     vectors: dict[str, np.ndarray] | None = None
 
+    def hit(self, score: float) -> Hit:
+        """This item as a search result with ``score``."""
+        return Hit(self.id, float(score), self.start, self.end, self.metadata, self.clip_id,
+                   self.has_thumbnail)  # fmt: skip
+
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {
             "id": self.id,
