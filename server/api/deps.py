@@ -14,6 +14,7 @@ from pydantic import AfterValidator
 from server.core.errors import NotReady, Unauthorized
 from server.core.ids import ID_REGEX, MAX_ID_LENGTH, validate_id
 from server.core.state import AppState
+from server.core.uploads import Upload, receive_upload
 
 __all__ = [
     "ApiKey",
@@ -21,6 +22,7 @@ __all__ = [
     "State",
     "get_state",
     "job_slot",
+    "receive_media",
     "require_api_key",
 ]
 
@@ -72,3 +74,18 @@ async def job_slot(state: AppState) -> AsyncIterator[None]:
         yield
     finally:
         state.jobs.release()
+
+
+def receive_media(
+    request: Request, state: AppState
+) -> contextlib.AbstractAsyncContextManager[Upload]:
+    """The request's multipart body under this server's limits (size, read time and rate, free
+    disk), spooled to ``data_dir/uploads`` and deleted on exit: every upload route reads it so."""
+    s = state.settings
+    return receive_upload(
+        request,
+        s.data_dir / "uploads",
+        s.max_upload_bytes,
+        state.read_limits,
+        min_free=s.min_free_bytes,
+    )

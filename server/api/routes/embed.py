@@ -11,7 +11,7 @@ from typing import Any
 from fastapi import APIRouter, Depends, Request
 
 from server.api import schemas
-from server.api.deps import State, job_slot, require_api_key
+from server.api.deps import State, job_slot, receive_media, require_api_key
 from server.api.errors import error_responses
 from server.api.forms import parse_form
 from server.core.decode import WindowInfo
@@ -27,7 +27,6 @@ from server.core.pipeline import (
     window_metadata,
     windowing,
 )
-from server.core.uploads import receive_upload
 
 log = logging.getLogger("pemt.server")
 
@@ -103,13 +102,7 @@ async def _embed(
     from server.index.types import Record, validate_metadata
 
     s = state.settings
-    async with receive_upload(
-        request,
-        s.data_dir / "uploads",
-        s.max_upload_bytes,
-        state.read_limits,
-        min_free=s.min_free_bytes,
-    ) as up:
+    async with receive_media(request, state) as up:
         form = parse_form(up.fields, schemas.EmbedForm, ("metadata",))
         clip_id = form.id or uuid.uuid4().hex
         meta = form.metadata or {}
@@ -133,7 +126,7 @@ async def _embed(
                 # a rename into data_dir/media while the upload is still ours (no copy)
                 suffix = choose_suffix(up.path, up.filename, up.content_type)
                 staged.append(state.media.stage(up.path, suffix))
-                up.path = None  # moved: receive_upload has no temp file left to delete
+                up.path = None  # moved: receive_media has no temp file left to delete
             n = len(emb.windows)
             ids = [window_id(clip_id, w.index, n) for w in emb.windows]
             t_index = 0.0

@@ -14,7 +14,7 @@ from fastapi import Path as PathParam
 from fastapi.responses import JSONResponse
 
 from server.api import schemas
-from server.api.deps import State, require_api_key
+from server.api.deps import State, receive_media, require_api_key
 from server.api.errors import error_responses
 from server.api.forms import parse_form, read_json
 from server.core.errors import Busy, InvalidRequest, NotReady
@@ -29,7 +29,7 @@ from server.core.jobs import (
 from server.core.media import choose_suffix
 from server.core.pipeline import check_user_metadata, windowing
 from server.core.state import AppState
-from server.core.uploads import is_multipart, receive_upload
+from server.core.uploads import is_multipart
 
 router = APIRouter(tags=["jobs"], dependencies=[Depends(require_api_key)])
 
@@ -140,13 +140,7 @@ async def submit_job(request: Request, state: State) -> Any:
     job_id = new_job_id()
     now = time.time()
     if is_multipart(request):
-        async with receive_upload(
-            request,
-            s.data_dir / "uploads",
-            s.max_upload_bytes,
-            state.read_limits,
-            min_free=s.min_free_bytes,
-        ) as up:
+        async with receive_media(request, state) as up:
             form = parse_form(up.fields, schemas.JobForm, ("metadata",))
             params = _check_fields(state, form)
             if up.size == 0:

@@ -11,7 +11,7 @@ import numpy as np
 from fastapi import APIRouter, Depends, Request
 
 from server.api import convert, schemas
-from server.api.deps import State, job_slot, require_api_key
+from server.api.deps import State, job_slot, receive_media, require_api_key
 from server.api.errors import error_responses
 from server.api.forms import parse_form, read_json
 from server.core.best import search_best
@@ -25,7 +25,7 @@ from server.core.pipeline import (
     windowing,
 )
 from server.core.state import AppState
-from server.core.uploads import is_multipart, receive_upload
+from server.core.uploads import is_multipart
 
 router = APIRouter(tags=["search"], dependencies=[Depends(require_api_key)])
 
@@ -62,13 +62,7 @@ async def resolve_query(
     """From a multipart upload (embedded now, not stored) or a JSON body."""
     s = state.settings
     if is_multipart(request):
-        async with receive_upload(
-            request,
-            s.data_dir / "uploads",
-            s.max_upload_bytes,
-            state.read_limits,
-            min_free=s.min_free_bytes,
-        ) as up:
+        async with receive_media(request, state) as up:
             form = parse_form(up.fields, form_model, ("filter",))
             _check_k(form.k, s.max_k)
             window_segments = windowing(state, form.window, form.stride)
