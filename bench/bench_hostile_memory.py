@@ -40,20 +40,12 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench_service import cpu_model  # noqa: E402
+
 from pemt.media.encode import make_sparse_video, make_test_video  # noqa: E402
 from server.testing import ServerProcess, build_test_repository  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def tree_rss(root_pid: int) -> tuple[int, int]:
