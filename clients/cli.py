@@ -35,7 +35,8 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"pemt-client: error: {message}\n")
 
 
-def _json_object(text: str) -> dict[str, Any]:
+def json_object(text: str) -> dict[str, Any]:
+    """argparse type: a JSON object given on the command line (metadata, filters)."""
     try:
         value = json.loads(text)
     except json.JSONDecodeError as e:
@@ -80,7 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
     e = sub.add_parser("embed", help="upload a video; prints ids, times and timings")
     e.add_argument("file", type=_existing_file)
     e.add_argument("--id", help="clip id (generated when omitted)")
-    e.add_argument("--metadata", type=_json_object, help="JSON object stored with the windows")
+    e.add_argument("--metadata", type=json_object, help="JSON object stored with the windows")
     e.add_argument("--no-store", action="store_true", help="embed only, do not index")
     e.add_argument("--window", type=float, help="seconds of content per window")
     e.add_argument("--stride", type=float, help="seconds between windows")
@@ -106,7 +107,7 @@ def build_parser() -> argparse.ArgumentParser:
         modalities = get_args(SearchModality if name == "search" else Modality)
         s.add_argument("--modality", choices=modalities, default="fused")
         s.add_argument(
-            "--filter", type=_json_object, help='metadata match, e.g. \'{"label": "dog"}\''
+            "--filter", type=json_object, help='metadata match, e.g. \'{"label": "dog"}\''
         )
         s.add_argument("--window", type=float, help="with --file: seconds of content per window")
         s.add_argument("--stride", type=float, help="with --file: seconds between windows")

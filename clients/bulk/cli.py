@@ -13,17 +13,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from clients.cli import json_object
+
 __all__ = ["register"]
-
-
-def _json_object(text: str) -> dict[str, Any]:
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise argparse.ArgumentTypeError(f"not valid JSON ({e.msg}): {text!r}") from None
-    if not isinstance(value, dict):
-        raise argparse.ArgumentTypeError(f"expected a JSON object, got {text!r}")
-    return value
 
 
 def register(sub: Any) -> None:
@@ -50,7 +42,7 @@ def register(sub: Any) -> None:
     p.add_argument("--batch", type=int, default=8, help="windows per model call (default 8)")
     p.add_argument("--model-threads", type=int, help="ONNX Runtime threads per actor")
     p.add_argument("--stride", type=float, help="seconds between windows (default: half)")
-    p.add_argument("--metadata", type=_json_object, help="JSON object added to every clip")
+    p.add_argument("--metadata", type=json_object, help="JSON object added to every clip")
     p.add_argument(
         "--results",
         default="pemt-bulk-results.jsonl",
