@@ -15,6 +15,8 @@ from pathlib import Path
 
 import httpx
 
+from pemt.triton_serve import free_port
+
 __all__ = [
     "MilvusLiteServer",
     "ServerProcess",
@@ -22,12 +24,6 @@ __all__ = [
     "free_port",
     "running_server",
 ]
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class ServerProcess:
