@@ -28,7 +28,6 @@ orphans.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import sqlite3
@@ -45,6 +44,7 @@ from server.index._admin import (
     backup_index,
     copy_file,
     read_backup,
+    read_manifest,
     restore_index,
     write_json,
 )
@@ -116,12 +116,7 @@ def restore_data_dir(backup: Path, data_dir: Path, *, media: bool = True) -> dic
     """Restore the backup in ``backup`` into ``data_dir`` (see the module docstring); with
     ``media=False`` the backup's media files are not copied (the live ones stay)."""
     backup, data_dir = Path(backup), Path(data_dir)
-    try:
-        manifest = json.loads((backup / MANIFEST).read_text())
-    except (OSError, ValueError) as exc:
-        raise ValueError(f"{backup} is not a data directory backup ({MANIFEST}: {exc})") from None
-    if manifest.get("format") != FORMAT:
-        raise ValueError(f"{backup / MANIFEST} has format {manifest.get('format')!r}, not {FORMAT}")
+    manifest = read_manifest(backup, FORMAT, "a data directory backup")
     read_backup(backup / "index")  # all of it checked before anything changes
     clips = _clips(backup / "index" / DB_NAME)
     index_dir = data_dir / "index"

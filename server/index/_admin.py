@@ -166,16 +166,23 @@ def write_json(dest: Path, data: dict[str, Any]) -> None:
     fsync_dir(dest.parent)
 
 
+def read_manifest(folder: Path, fmt: str, what: str) -> dict[str, Any]:
+    """The ``MANIFEST`` of a backup folder, refused (``ValueError``) when it is missing,
+    unreadable or of another format than ``fmt``; ``what`` names the kind of backup."""
+    try:
+        manifest = json.loads((folder / MANIFEST).read_text())
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"{folder} is not {what} ({MANIFEST}: {exc})") from None
+    if manifest.get("format") != fmt:
+        raise ValueError(f"{folder / MANIFEST} has format {manifest.get('format')!r}, not {fmt}")
+    return dict(manifest)
+
+
 def read_backup(backup: Path) -> dict[str, Any]:
     """The manifest of the index backup in ``backup``, after checking every file against it
     and the database with ``quick_check``; raises ``ValueError`` saying what does not match."""
     backup = Path(backup)
-    try:
-        manifest = json.loads((backup / MANIFEST).read_text())
-    except (OSError, ValueError) as exc:
-        raise ValueError(f"{backup} is not an index backup ({MANIFEST}: {exc})") from None
-    if manifest.get("format") != FORMAT:
-        raise ValueError(f"{backup / MANIFEST} has format {manifest.get('format')!r}, not {FORMAT}")
+    manifest = read_manifest(backup, FORMAT, "an index backup")
     for name, want in manifest["files"].items():
         if name not in (DB_NAME, SNAPSHOT_NAME):
             raise ValueError(f"{backup / MANIFEST} lists an unexpected file {name!r}")
